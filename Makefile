@@ -1,0 +1,62 @@
+# The verbs a person types. Every install is `uv sync --locked`; uv itself comes from pip
+# when it is missing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --locked
+ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
+
+.PHONY: help uv install db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet --disable-pip-version-check uv
+
+install: uv ## install the workspace (all packages + dev group) from uv.lock
+	@$(UV) sync --locked --all-packages --quiet
+
+db-up: install ## start/reuse the database (embedded unless DATABASE_URL), migrate, print URL + health
+	@$(RUN) database up
+
+db-down: install ## stop the embedded database
+	@$(RUN) database local down
+
+db-url: install ## print the embedded database's URL
+	@$(RUN) database local url
+
+db-status: install ## is the embedded database running?
+	@$(RUN) database local status
+
+migrate: install ## upgrade DATABASE_URL (or the embedded database) to head
+	@$(RUN) database migrate
+
+downgrade: install ## downgrade one revision (or r=<revision>, e.g. r=base)
+	@$(RUN) database downgrade $(or $(r),-1)
+
+revision: install ## autogenerate a revision: make revision m="add foo"
+	@test -n "$(m)" || { echo 'usage: make revision m="what changed"'; exit 2; }
+	@$(ALEMBIC) revision --autogenerate -m "$(m)"
+
+test: install ## run every test (embedded database unless DATABASE_URL is set)
+	@$(RUN) pytest
+
+lint: install ## ruff (lint + format check) and mypy
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check .
+	@$(RUN) mypy
+
+format: install ## apply ruff's formatting and safe fixes
+	@$(RUN) ruff format .
+	@$(RUN) ruff check --fix .
+
+supabase-start: install ## `supabase start` (needs Docker), then migrate its database
+	@npx --yes supabase@3.1.0 start
+	@DATABASE_URL="$$(npx --yes supabase@3.1.0 status -o env | sed -n 's/^DB_URL="\(.*\)"$$/\1/p')" \
+		$(RUN) database migrate
+
+supabase-stop: ## stop the `supabase start` stack
+	@npx --yes supabase@3.1.0 stop

@@ -1,0 +1,67 @@
+"""Run the package's Alembic migrations from Python (the CLI, tests and apps use this).
+
+The Alembic configuration is built in code, so it works the same from a checkout and from an
+installed wheel; `alembic.ini` at the package root is only for the `alembic` command itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+
+from database.engine import guard_connect_errors
+from database.errors import ConfigurationError
+from database.models.base import VERSION_TABLE_SCHEMA
+from database.settings import is_transaction_pooler
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def require_migration_url(url: URL) -> URL:
+    """Refuse Supabase's transaction pooler: DDL and the migration lock need a real session."""
+    if is_transaction_pooler(url):
+        raise ConfigurationError(
+            f"Refusing to migrate through the transaction pooler ({url.host}:{url.port}): "
+            "DDL needs a session that lasts. Set DATABASE_URL to the direct connection "
+            "(db.<ref>.supabase.co:5432) or the session pooler (…pooler.supabase.com:5432)."
+        )
+    return url
+
+
+def alembic_config(*, url: URL | None = None) -> Config:
+    """An Alembic config for this package; `url` overrides the settings/embedded default."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url
+    return config
+
+
+def upgrade(*, url: URL | None = None, revision: str = "head", sql: bool = False) -> None:
+    command.upgrade(alembic_config(url=url), revision, sql=sql)
+
+
+def downgrade(*, url: URL | None = None, revision: str) -> None:
+    command.downgrade(alembic_config(url=url), revision)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(*, url: URL) -> str | None:
+    engine = create_engine(require_migration_url(url))
+    guard_connect_errors(engine, url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"version_table_schema": VERSION_TABLE_SCHEMA}
+            )
+            return context.get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,99 @@
+"""Alembic environment: the package's metadata, its own schemas only, a private version table.
+
+The URL comes from `alembic_config(url=…)` (tests, the CLI), else from the package settings,
+else the embedded server is started. Migrations need a direct or session connection: the
+transaction pooler (port 6543) is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import database.models  # noqa: F401 - registers every table on the metadata
+from alembic import context
+from database.engine import ensure_local_database, guard_connect_errors
+from database.migrate import require_migration_url
+from database.models.base import MANAGED_SCHEMAS, VERSION_TABLE_SCHEMA, metadata
+from database.settings import get_settings
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
+config = context.config
+
+# Serializes concurrent `migrate` runs against one database (two deploys, two terminals).
+_MIGRATION_LOCK_KEY = 7_245_100_914
+
+
+def _url() -> URL:
+    url: URL | None = config.attributes.get("url")
+    if url is None:
+        settings = get_settings()
+        url = settings.direct_url() or ensure_local_database(settings)
+    return require_migration_url(url)
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    if type_ == "schema":
+        return name in MANAGED_SCHEMAS
+    return True
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    # Keep stubs of other schemas' tables (auth.users) out of autogenerate.
+    return not (type_ == "table" and getattr(obj, "schema", None) not in MANAGED_SCHEMAS)
+
+
+_OPTIONS: dict[str, Any] = {
+    "target_metadata": metadata,
+    "version_table_schema": VERSION_TABLE_SCHEMA,
+    "include_schemas": True,
+    "include_name": include_name,
+    "include_object": include_object,
+    "compare_type": True,
+    "compare_server_default": True,
+    # One transaction per revision: a failing revision leaves the previous one applied.
+    "transaction_per_migration": True,
+}
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=_url().render_as_string(hide_password=True),
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        **_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.execute(f"create schema if not exists {VERSION_TABLE_SCHEMA}")
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    url = _url()
+    engine = create_engine(url, connect_args={"options": "-c statement_timeout=0"})
+    guard_connect_errors(engine, url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            connection.execute(text(f"create schema if not exists {VERSION_TABLE_SCHEMA}"))
+            connection.commit()
+            try:
+                context.configure(connection=connection, **_OPTIONS)
+                with context.begin_transaction():
+                    context.run_migrations()
+                connection.commit()
+            finally:
+                connection.execute(
+                    text("select pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY}
+                )
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

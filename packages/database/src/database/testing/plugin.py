@@ -1,0 +1,86 @@
+"""pytest plugin (`-p database.testing.plugin`): a migrated database per test session and a
+transaction per test that is rolled back at the end, even when the code under test commits.
+
+Fixtures: `database_url` (session), `db_engine` (session), `db_connection`, `db_session`,
+`identity` (as_user / as_anon / as_service), `auth_user` (creates auth.users rows),
+`database` (the package's `Database` on the test database; its commits are real).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlmodel import Session
+
+from database.engine import Database
+from database.settings import load_settings
+from database.testing.databases import create_test_database, drop_test_database, server_url
+from database.testing.factories import current_session
+from database.testing.identity import Identity, create_auth_user
+
+
+@pytest.fixture(scope="session")
+def database_server_url() -> URL:
+    return server_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(database_server_url: URL) -> Iterator[URL]:
+    url = create_test_database(database_server_url)
+    yield url
+    drop_test_database(url)
+
+
+@pytest.fixture(scope="session")
+def db_engine(database_url: URL) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_connection(db_engine: Engine) -> Iterator[Connection]:
+    connection = db_engine.connect()
+    transaction = connection.begin()
+    try:
+        yield connection
+    finally:
+        if transaction.is_active:
+            transaction.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def db_session(db_connection: Connection) -> Iterator[Session]:
+    # commit() inside the code under test only releases a savepoint of the test's transaction.
+    session = Session(bind=db_connection, join_transaction_mode="create_savepoint")
+    token = current_session.set(session)
+    try:
+        yield session
+    finally:
+        current_session.reset(token)
+        session.close()
+
+
+@pytest.fixture
+def identity(db_connection: Connection) -> Identity:
+    return Identity(db_connection)
+
+
+@pytest.fixture
+def auth_user(db_connection: Connection) -> Callable[..., Any]:
+    def make(**kwargs: Any) -> Any:
+        return create_auth_user(db_connection, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def database(database_url: URL) -> Iterator[Database]:
+    db = Database(settings=load_settings(), url=database_url)
+    yield db
+    db.dispose()
