@@ -9,13 +9,14 @@ from contextlib import contextmanager
 
 import psycopg
 import pytest
-from database.bootstrap import apply_bootstrap, psycopg_conninfo, run_bootstrap
-from database.errors import SupabaseDatabaseRefusedError
-from database.testing import Identity
 from psycopg import errors as pg_errors
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ProgrammingError
+
+from database.bootstrap import apply_bootstrap, psycopg_conninfo, run_bootstrap
+from database.errors import SupabaseDatabaseRefusedError
+from database.testing import Identity
 
 
 def test_auth_functions_read_the_claims_a_user_session_sets(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from database.cli import main
 from database.settings import get_settings
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 
 import psycopg
-from database.bootstrap import psycopg_conninfo
-from database.testing import Identity
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlmodel import Session
+
+from database.bootstrap import psycopg_conninfo
+from database.testing import Identity
 
 
 def test_commit_in_code_under_test_stays_inside_the_test_transaction(

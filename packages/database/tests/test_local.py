@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+
 from database.bootstrap import psycopg_conninfo
 from database.local import LocalServer
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
 from database.migrate import current_revision, downgrade, head_revision, upgrade
 from database.models.base import VERSION_TABLE_SCHEMA
 from database.testing.databases import create_test_database, drop_test_database
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
 
 
 @pytest.fixture
@@ -35,12 +36,51 @@ def _version_table_schemas(url: URL) -> list[str]:
         engine.dispose()
 
 
-def test_upgrade_downgrade_upgrade(fresh_database: URL) -> None:
+_SNAPSHOT = {
+    "columns": "select table_name, column_name, data_type, is_nullable, column_default,"
+    " numeric_precision, numeric_scale from information_schema.columns"
+    " where table_schema = 'public' order by 1, 2",
+    "constraints": "select conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+    " from pg_constraint where connamespace = 'public'::regnamespace order by 1, 2",
+    "indexes": "select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1",
+    "policies": "select tablename, policyname, cmd, roles::text, qual, with_check from pg_policies"
+    " where schemaname = 'public' order by 1, 2",
+    "grants": "select table_name, grantee, privilege_type from information_schema.role_table_grants"
+    " where table_schema = 'public' order by 1, 2, 3",
+    "rls": "select relname, relrowsecurity from pg_class"
+    " where relnamespace = 'public'::regnamespace and relkind = 'r' order by 1",
+    "triggers": "select tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) from pg_trigger"
+    " where not tgisinternal order by 1, 2",
+    "views": "select viewname, definition from pg_views where schemaname = 'public' order by 1",
+    "functions": "select p.oid::regprocedure::text, prosrc, proconfig::text from pg_proc p"
+    " where pronamespace in (select oid from pg_namespace where nspname in ('public', 'private'))"
+    " order by 1",
+    "publication": "select schemaname, tablename from pg_publication_tables"
+    " where pubname = 'supabase_realtime' order by 1, 2",
+}
+
+
+def _snapshot(url: URL) -> dict[str, list[tuple[object, ...]]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {k: [tuple(r) for r in conn.execute(text(q))] for k, q in _SNAPSHOT.items()}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_leaves_no_difference(fresh_database: URL) -> None:
     assert current_revision(url=fresh_database) == head_revision()
+    migrated = _snapshot(fresh_database)
+    assert len(migrated["columns"]) > 100 and migrated["publication"]
     downgrade(url=fresh_database, revision="base")
     assert current_revision(url=fresh_database) is None
+    empty = _snapshot(fresh_database)
+    assert not any(empty[k] for k in ("columns", "policies", "triggers", "views", "publication"))
+    assert empty["functions"] == []  # private schema and its functions are gone too
     upgrade(url=fresh_database)
     assert current_revision(url=fresh_database) == head_revision()
+    assert _snapshot(fresh_database) == migrated
 
 
 def test_version_table_is_private(fresh_database: URL) -> None:

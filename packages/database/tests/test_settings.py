@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from database.errors import ConfigurationError
 from database.settings import is_transaction_pooler, load_settings
 

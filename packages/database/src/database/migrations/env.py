@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import database.models  # noqa: F401 - registers every table on the metadata
 from alembic import context
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
+import database.autogen
+import database.models  # noqa: F401 - registers every table on the metadata
 from database.engine import ensure_local_database, guard_connect_errors
 from database.migrate import require_migration_url
 from database.models.base import MANAGED_SCHEMAS, VERSION_TABLE_SCHEMA, metadata
 from database.settings import get_settings
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
 
 config = context.config
 
@@ -41,8 +43,11 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
-    # Keep stubs of other schemas' tables (auth.users) out of autogenerate.
-    return not (type_ == "table" and getattr(obj, "schema", None) not in MANAGED_SCHEMAS)
+    # Keep stubs of other schemas' tables (auth.users) and views out of table autogenerate;
+    # views, policies and grants are compared by database.autogen instead.
+    if type_ == "table":
+        return obj.schema in MANAGED_SCHEMAS and not obj.info.get("view")
+    return True
 
 
 _OPTIONS: dict[str, Any] = {

@@ -4,10 +4,16 @@ The naming convention is set before any table is defined, so constraint and inde
 stable from the first revision and a downgrade can name exactly what it drops.
 """
 
-from __future__ import annotations
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import SQLModel
+from pydantic import BaseModel
+from sqlmodel import Field, SQLModel
+
+from database.models.types import uuid7, values_sql
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -35,3 +41,67 @@ auth_users = sa.Table(
     sa.Column("id", sa.Uuid(), primary_key=True),
     schema="auth",
 )
+
+
+# -- column helpers shared by the domain modules ----------------------------------------------
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def enum_check(column: str, enum: type[StrEnum]) -> sa.CheckConstraint:
+    """CHECK that `column` holds one of the enum's values (closed sets are text + CHECK)."""
+    return sa.CheckConstraint(f"{column} in ({values_sql(enum)})", name=f"{column}_valid")
+
+
+def check(sql: str, name: str) -> sa.CheckConstraint:
+    return sa.CheckConstraint(sql, name=name)
+
+
+class IdMixin(SQLModel):
+    # Time-ordered UUIDs from Python; gen_random_uuid() covers rows inserted by plain SQL.
+    id: uuid.UUID = Field(
+        default_factory=uuid7,
+        primary_key=True,
+        sa_column_kwargs={"server_default": sa.text("gen_random_uuid()")},
+    )
+
+
+class CreatedAtMixin(SQLModel):
+    created_at: datetime = Field(
+        default_factory=utc_now,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.text("now()"), "nullable": False},
+    )
+
+
+class TimestampsMixin(CreatedAtMixin):
+    # Kept current by a BEFORE UPDATE trigger (private.set_updated_at), whoever updates.
+    updated_at: datetime = Field(
+        default_factory=utc_now,
+        sa_type=sa.DateTime(timezone=True),
+        sa_column_kwargs={"server_default": sa.text("now()"), "nullable": False},
+    )
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """One page of a keyset-paginated list; pass `next_cursor` back to get the next page."""
+
+    data: list[ItemT]
+    next_cursor: str | None = None
+
+
+RowT = TypeVar("RowT", bound=SQLModel)
+
+
+def build_row(table: type[RowT], data: BaseModel, **extra: object) -> RowT:
+    """A table row from a validated Create schema (plus fields it does not carry, e.g. user_id).
+
+    Goes through JSON mode so nested models (alert conditions, channels, preferences) become
+    plain JSON for their JSONB columns; Decimals travel as strings, so nothing is rounded.
+    """
+    return table.model_validate(data.model_dump(mode="json"), update=extra)

@@ -1,0 +1,279 @@
+"""Access classes: who may do what to which rows, declared once and rendered to SQL.
+
+Every table in `public` belongs to exactly one class (ARCHITECTURE decision 5); the class
+decides its grants and its row-level-security policies, so a new table cannot be forgotten:
+
+* PUBLIC_DATA   - anon and authenticated may select every row; only the service writes;
+* USER_OWNED    - authenticated may select/insert/update/delete rows whose owner column is
+                  `(select auth.uid())`, nothing else; anon nothing;
+* USER_READABLE - written by the service, selectable by its owner only;
+* INTERNAL      - no access at all for anon/authenticated.
+
+service_role (the secret key) bypasses RLS and gets exactly select/insert/update/delete.
+Grants are explicit and exclusive: the rendered SQL first revokes everything from the API
+roles, because Supabase projects created before 2026 granted new tables to them by default.
+
+Policies name their role, wrap auth calls as `(select auth.uid())` so they are evaluated once
+per statement (an InitPlan), and the owner column must lead an index (checked by tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+API_ROLES = ("anon", "authenticated", "service_role")
+WRITE = ("select", "insert", "update", "delete")
+
+
+class AccessClass(StrEnum):
+    PUBLIC_DATA = "public_data"
+    USER_OWNED = "user_owned"
+    USER_READABLE = "user_readable"
+    INTERNAL = "internal"
+
+
+def access_info(access: AccessClass, *, owner: str | None = None) -> dict[str, Any]:
+    """`__table_args__` entry declaring a table's access class (and owner column)."""
+    needs_owner = access in (AccessClass.USER_OWNED, AccessClass.USER_READABLE)
+    if needs_owner != (owner is not None):
+        raise ValueError(f"{access} tables {'need' if needs_owner else 'take no'} owner column")
+    return {"info": {"access": access.value, "owner": owner}}
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    table: str
+    command: str
+    roles: tuple[str, ...]
+    using: str | None = None
+    check: str | None = None
+
+    def create_sql(self, *, name: str | None = None) -> str:
+        sql = (
+            f"create policy {name or self.name} on public.{self.table} as permissive"
+            f" for {self.command} to {', '.join(self.roles)}"
+        )
+        if self.using is not None:
+            sql += f" using ({self.using})"
+        if self.check is not None:
+            sql += f" with check ({self.check})"
+        return sql
+
+    def drop_sql(self) -> str:
+        return f"drop policy if exists {self.name} on public.{self.table}"
+
+
+@dataclass(frozen=True)
+class TableAccess:
+    """The access a table (or view) is declared to have."""
+
+    table: str
+    access: AccessClass
+    owner: str | None = None
+    is_view: bool = False
+
+    def policies(self) -> list[Policy]:
+        if self.is_view:  # a security_invoker view is filtered by its tables' policies
+            return []
+        t = self.table
+        if self.access is AccessClass.PUBLIC_DATA:
+            return [Policy(f"{t}_select_public", t, "select", ("anon", "authenticated"), "true")]
+        if self.access is AccessClass.INTERNAL:
+            return []
+        mine = f"(select auth.uid()) = {self.owner}"
+        if self.access is AccessClass.USER_READABLE:
+            return [Policy(f"{t}_select_own", t, "select", ("authenticated",), mine)]
+        return [
+            Policy(f"{t}_select_own", t, "select", ("authenticated",), using=mine),
+            Policy(f"{t}_insert_own", t, "insert", ("authenticated",), check=mine),
+            Policy(f"{t}_update_own", t, "update", ("authenticated",), using=mine, check=mine),
+            Policy(f"{t}_delete_own", t, "delete", ("authenticated",), using=mine),
+        ]
+
+    def grants(self) -> dict[str, frozenset[str]]:
+        service = frozenset(("select",) if self.is_view else WRITE)
+        readers = frozenset({"select"})
+        by_class = {
+            AccessClass.PUBLIC_DATA: {"anon": readers, "authenticated": readers},
+            AccessClass.USER_OWNED: {"authenticated": frozenset(WRITE)},
+            AccessClass.USER_READABLE: {"authenticated": readers},
+            AccessClass.INTERNAL: {},
+        }[self.access]
+        return {
+            "anon": frozenset(),
+            "authenticated": frozenset(),
+            **by_class,
+            "service_role": service,
+        }
+
+    def apply_sql(self, *, existing_policies: Iterable[str] = ()) -> list[str]:
+        """Statements that make the database match this declaration, from any prior state."""
+        target = f"public.{self.table}"
+        sql = [f"drop policy if exists {name} on {target}" for name in sorted(existing_policies)]
+        if not self.is_view:
+            sql.append(f"alter table {target} enable row level security")
+        sql.append(f"revoke all on {target} from {', '.join(API_ROLES)}")
+        for role, privileges in self.grants().items():
+            if privileges:
+                sql.append(
+                    f"grant {', '.join(p for p in WRITE if p in privileges)} on {target} to {role}"
+                )
+        sql.extend(p.create_sql() for p in self.policies())
+        return sql
+
+    def remove_sql(self) -> list[str]:
+        """Statements that take the declaration away again (a downgrade)."""
+        target = f"public.{self.table}"
+        sql = [p.drop_sql() for p in self.policies()]
+        sql.append(f"revoke all on {target} from {', '.join(API_ROLES)}")
+        return sql
+
+
+@dataclass
+class ActualAccess:
+    """What the database has for a table: RLS flag, policies (deparsed), grants."""
+
+    exists: bool
+    rls: bool = False
+    policies: dict[str, tuple[str, tuple[str, ...], str | None, str | None]] = field(
+        default_factory=dict
+    )
+    grants: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+def declared() -> list[TableAccess]:
+    """Every table and view of the package's metadata with its declared access class."""
+    import database.models  # noqa: F401 - registers the tables
+    from database.models.base import metadata
+
+    result = []
+    for table in metadata.sorted_tables:
+        if table.schema is not None:
+            continue
+        info = table.info
+        if "access" not in info:
+            raise LookupError(f"table {table.name} declares no access class (access_info)")
+        result.append(
+            TableAccess(
+                table=table.name,
+                access=AccessClass(info["access"]),
+                owner=info.get("owner"),
+                is_view=bool(info.get("view")),
+            )
+        )
+    return result
+
+
+_POLICIES_SQL = sa.text(
+    "select policyname, cmd, roles::text[] as roles, qual, with_check, permissive"
+    " from pg_policies where schemaname = 'public' and tablename = :t"
+)
+_GRANTS_SQL = sa.text(
+    "select grantee, lower(privilege_type) as privilege from information_schema.role_table_grants"
+    " where table_schema = 'public' and table_name = :t and grantee = any(:roles)"
+)
+_RELATION_SQL = sa.text(
+    "select c.relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+    " where n.nspname = 'public' and c.relname = :t"
+)
+
+
+def inspect_actual(connection: sa.Connection, table: str) -> ActualAccess:
+    rls = connection.execute(_RELATION_SQL, {"t": table}).scalar_one_or_none()
+    if rls is None:
+        return ActualAccess(exists=False)
+    policies = {
+        row.policyname: (
+            row.cmd.lower() if row.permissive == "PERMISSIVE" else f"restrictive {row.cmd.lower()}",
+            tuple(sorted(row.roles)),
+            row.qual,
+            row.with_check,
+        )
+        for row in connection.execute(_POLICIES_SQL, {"t": table})
+    }
+    grants: dict[str, set[str]] = {role: set() for role in API_ROLES}
+    for row in connection.execute(_GRANTS_SQL, {"t": table, "roles": list(API_ROLES)}):
+        grants[row.grantee].add(row.privilege)
+    return ActualAccess(
+        exists=True,
+        rls=bool(rls),
+        policies=policies,
+        grants={role: frozenset(p) for role, p in grants.items()},
+    )
+
+
+def canonical_policies(
+    connection: sa.Connection, spec: TableAccess
+) -> dict[str, tuple[str, tuple[str, ...], str | None, str | None]]:
+    """The declared policies as PostgreSQL would store them.
+
+    Each is created under a probe name inside a savepoint that is rolled back, so the
+    comparison is between PostgreSQL's own deparsed forms, not between spellings of SQL.
+    """
+    policies = spec.policies()
+    if not policies:
+        return {}
+    savepoint = connection.begin_nested()
+    try:
+        for i, policy in enumerate(policies):
+            connection.exec_driver_sql(policy.create_sql(name=f"zz_probe_{i}"))
+        probed = inspect_actual(connection, spec.table).policies
+    finally:
+        savepoint.rollback()
+    return {policy.name: probed[f"zz_probe_{i}"] for i, policy in enumerate(policies)}
+
+
+@dataclass(frozen=True)
+class Drift:
+    table: str
+    problems: tuple[str, ...]
+    actual: ActualAccess
+
+    def __str__(self) -> str:
+        return f"{self.table}: " + "; ".join(self.problems)
+
+
+def diff_table(connection: sa.Connection, spec: TableAccess) -> Drift | None:
+    """How the database differs from `spec` (None when it matches)."""
+    actual = inspect_actual(connection, spec.table)
+    if not actual.exists:
+        return Drift(spec.table, ("missing",), actual)
+    problems = []
+    if not spec.is_view and not actual.rls:
+        problems.append("row level security is off")
+    expected_policies = canonical_policies(connection, spec)
+    for name in sorted(expected_policies.keys() - actual.policies.keys()):
+        problems.append(f"policy {name} missing")
+    for name in sorted(actual.policies.keys() - expected_policies.keys()):
+        problems.append(f"policy {name} not declared")
+    for name in sorted(expected_policies.keys() & actual.policies.keys()):
+        if expected_policies[name] != actual.policies[name]:
+            problems.append(
+                f"policy {name} is {actual.policies[name]}, declared {expected_policies[name]}"
+            )
+    for role, privileges in spec.grants().items():
+        have = actual.grants.get(role, frozenset())
+        if have != privileges:
+            problems.append(f"{role} has {sorted(have)}, declared {sorted(privileges)}")
+    return Drift(spec.table, tuple(problems), actual) if problems else None
+
+
+def diff(connection: sa.Connection) -> list[Drift]:
+    """Every difference between the declared access classes and the database."""
+    drifts = [d for spec in declared() if (d := diff_table(connection, spec)) is not None]
+    public_tables = connection.execute(
+        sa.text(
+            "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm', 'f')"
+        )
+    ).scalars()
+    known = {spec.table for spec in declared()}
+    for name in sorted(set(public_tables) - known):
+        drifts.append(Drift(name, ("in public but has no access class",), ActualAccess(True)))
+    return drifts
