@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
 
-.PHONY: help uv install db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+.PHONY: help uv install advisors db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,10 +44,15 @@ revision: install ## autogenerate a revision: make revision m="add foo"
 test: install ## run every test (embedded database unless DATABASE_URL is set)
 	@$(RUN) pytest
 
-lint: install ## ruff (lint + format check) and mypy
+lint: install ## ruff (lint + format check), mypy, and Supabase's advisors on the migrated database
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) mypy
+	@$(MAKE) --no-print-directory advisors
+
+advisors: install ## Supabase's database advisors (CLI via npx) on the migrated database; fails on WARN/ERROR
+	@$(RUN) database migrate >/dev/null
+	@$(RUN) database advisors
 
 format: install ## apply ruff's formatting and safe fixes
 	@$(RUN) ruff format .

@@ -6,6 +6,7 @@
     database downgrade REVISION
     database health
     database bootstrap               apply the Supabase-compatibility bootstrap to DATABASE_URL
+    database advisors                Supabase's advisors on the database; exit 1 on WARN/ERROR
 
 Exit codes: 0 success, 1 a clear error (printed without a traceback), 2 bad usage.
 """
@@ -88,6 +89,18 @@ def _health() -> int:
     return 0
 
 
+def _advisors() -> int:
+    from database.advisors import run_advisors
+
+    url = _target_url()
+    findings = run_advisors(url)
+    for f in sorted(findings, key=lambda f: (not f.fails, f.level, f.name)):
+        print(f"{f.level:<5}  {f.name:<28}  {f.detail}")
+    failing = [f for f in findings if f.fails]
+    print(f"{len(findings)} findings on {_libpq(url)}, {len(failing)} at WARN or ERROR")
+    return 1 if failing else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="database", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     downgrade.add_argument("revision")
     sub.add_parser("health", help="server version, latency and pool status")
     sub.add_parser("bootstrap", help="apply the Supabase-compatibility bootstrap")
+    sub.add_parser("advisors", help="Supabase's advisors; fails on WARN or ERROR")
     return parser
 
 
@@ -122,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "health":
             return _health()
+        if args.command == "advisors":
+            return _advisors()
         if args.command == "bootstrap":
             from database.bootstrap import apply_bootstrap
 
