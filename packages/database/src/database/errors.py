@@ -29,3 +29,22 @@ class SupabaseDatabaseRefusedError(DatabasePackageError):
 
 class LocalDatabaseError(DatabasePackageError):
     """The embedded development server could not be set up, started or stopped."""
+
+
+class InvalidInputError(DatabasePackageError, ValueError):
+    """Input that breaks a rule, caught before any I/O. `field` and `rule` say which and why."""
+
+    def __init__(self, *, field: str, rule: str, position: int | None = None) -> None:
+        self.field = field
+        self.rule = rule
+        self.position = position
+        where = f"row {position}: " if position is not None else ""
+        super().__init__(f"{where}{field}: {rule}")
+
+
+class BulkWriteError(DatabasePackageError):
+    """A bulk write stopped part-way. `committed` counts what earlier chunks wrote for good."""
+
+    def __init__(self, message: str, *, committed: object) -> None:
+        self.committed = committed
+        super().__init__(f"{message} (already committed: {committed})")

@@ -130,3 +130,28 @@ whale_activity_daily = sa.Table(
         **access_info(AccessClass.PUBLIC_DATA)["info"],
     },
 )
+
+
+# Query filters of the whale transaction listings (the read API's query parameters).
+class WhaleTransactionFilters(SQLModel):
+    chain: Chain | None = None
+    address: Address | None = None  # from or to
+    min_value_eth: Decimal | None = Field(default=None, ge=0)
+    min_value_usd: Decimal | None = Field(default=None, ge=0)
+    since: AwareDatetime | None = None  # block_timestamp >= since
+    until: AwareDatetime | None = None  # block_timestamp < until
+    min_score: Score | None = None
+
+
+# Per UTC day and chain, computed in SQL.
+class WhaleDailyStats(SQLModel):
+    day: date
+    chain: Chain
+    transactions: int
+    total_value_eth: Decimal
+    total_value_usd: Decimal | None
+    median_value_eth: Decimal
+    p90_value_eth: Decimal
+    p99_value_eth: Decimal
+    max_value_eth: Decimal
+    max_whale_score: Decimal

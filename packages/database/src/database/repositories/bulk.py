@@ -1,0 +1,356 @@
+"""Bulk writes at COPY speed: `upsert_many` (staging table + one merge per chunk) and
+`copy_many` (COPY straight into the table).
+
+Both stream: the input is read chunk by chunk, so memory stays flat however long it is.
+Each chunk is validated before any I/O, written in one transaction and committed, so a chunk is
+all-or-nothing and earlier chunks stay written whatever happens later.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from functools import cache
+from typing import Any, Literal
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.util.concurrency import await_
+from sqlmodel import Session, SQLModel
+
+from database.errors import BulkWriteError, InvalidInputError
+from database.models.registry import SCHEMAS
+
+DEFAULT_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What a bulk write did. `rows` counts valid input rows; a row repeated within a chunk is
+    counted once in inserted/updated/unchanged and once in `merged_duplicates`."""
+
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    merged_duplicates: int = 0
+    chunks: int = 0
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How rows of one Create schema become COPY tuples for one table."""
+
+    table: sa.Table
+    schema: type[BaseModel]
+    fields: tuple[str, ...]  # Create fields, in `columns` order after the generated ones
+    columns: tuple[str, ...]  # generated columns, then fields' columns, then extra columns
+    converters: tuple[Callable[[Any], Any] | None, ...]
+    generated: tuple[tuple[str, Callable[[], Any]], ...]
+    key: tuple[str, ...]
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def key_positions(self) -> tuple[int, ...]:
+        return tuple(self.columns.index(k) for k in self.key)
+
+    def tuples(self, models: Iterable[BaseModel]) -> Iterator[tuple[Any, ...]]:
+        names, convs = self.fields, self.converters
+        extra = tuple(v for _, v in self.extra)
+        for model in models:
+            values = model.__dict__
+            row = [make() for _, make in self.generated]
+            for name, conv in zip(names, convs, strict=True):
+                value = values[name]
+                row.append(value if conv is None or value is None else conv(value))
+            yield (*row, *extra)
+
+
+def _jsonable(value: Any) -> Jsonb:
+    if isinstance(value, BaseModel):
+        return Jsonb(value.model_dump(mode="json"))
+    if isinstance(value, list):
+        return Jsonb([v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value])
+    return Jsonb(value)
+
+
+def natural_key(table: sa.Table) -> tuple[str, ...]:
+    """The first unique constraint's columns, else the primary key."""
+    for constraint in sorted(table.constraints, key=lambda c: str(c.name)):
+        if isinstance(constraint, sa.UniqueConstraint):
+            return tuple(c.name for c in constraint.columns)
+    return tuple(c.name for c in table.primary_key.columns)
+
+
+@cache
+def _base_plan(model: type[SQLModel], key: tuple[str, ...] | None) -> _Plan:
+    schemas = SCHEMAS[str(model.__tablename__)]
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    mapper = sa.inspect(model)
+    column_of = {attr.key: attr.columns[0] for attr in mapper.column_attrs}
+    names = tuple(f for f in schemas.create.model_fields if f in column_of)
+    generated: list[tuple[str, Callable[[], Any]]] = []
+    pk = column_of.get("id")
+    if pk is not None and "id" not in names and pk.primary_key:
+        factory = model.model_fields["id"].default_factory
+        assert factory is not None
+        generated.append(("id", factory))  # type: ignore[arg-type]
+    converters: list[Callable[[Any], Any] | None] = []
+    for name in names:
+        column = column_of[name]
+        annotation = schemas.create.model_fields[name].annotation
+        if isinstance(column.type, JSONB):
+            converters.append(_jsonable)
+        elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+            converters.append(lambda v: v.value)
+        else:
+            converters.append(None)
+    columns = tuple(c for c, _ in generated) + tuple(column_of[n].name for n in names)
+    return _Plan(
+        table=table,
+        schema=schemas.create,
+        fields=names,
+        columns=columns,
+        converters=tuple(converters),
+        generated=tuple(generated),
+        key=key or natural_key(table),
+    )
+
+
+def _plan(model: type[SQLModel], key: Sequence[str] | None, extra: Mapping[str, Any]) -> _Plan:
+    plan = _base_plan(model, tuple(key) if key else None)
+    known = {c.name for c in plan.table.columns}
+    for name in [*plan.key, *extra]:
+        if name not in known:
+            raise InvalidInputError(field=name, rule=f"is not a column of {plan.table.name}")
+    missing = [k for k in plan.key if k not in plan.columns and k not in extra]
+    if missing:
+        raise InvalidInputError(field=missing[0], rule="is part of the key but never written")
+    return replace(plan, columns=plan.columns + tuple(extra), extra=tuple(extra.items()))
+
+
+def _validated_chunks(
+    rows: Iterable[BaseModel | Mapping[str, Any]], plan: _Plan, chunk_size: int, progress: list[int]
+) -> Iterator[list[BaseModel]]:
+    """Chunks of validated models; raises InvalidInputError naming the global row position."""
+    adapter = TypeAdapter(list[plan.schema])  # type: ignore[name-defined]
+    iterator = iter(rows)
+    while True:
+        try:
+            batch = list(itertools.islice(iterator, chunk_size))
+        except Exception as exc:  # the caller's iterator failed: say how far we got
+            raise _InputFailedError(exc) from exc
+        if not batch:
+            return
+        start = progress[0]
+        if all(isinstance(r, plan.schema) for r in batch):
+            models: list[BaseModel] = batch  # type: ignore[assignment]
+        else:
+            payload = [r.model_dump() if isinstance(r, BaseModel) else r for r in batch]
+            try:
+                models = adapter.validate_python(payload)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                position, *path = first["loc"]
+                raise InvalidInputError(
+                    field=".".join(str(p) for p in path) or "row",
+                    rule=str(first["msg"]).removeprefix("Value error, "),
+                    position=start + int(position),
+                ) from None
+        progress[0] += len(batch)
+        yield models
+
+
+class _InputFailedError(Exception):
+    """The caller's iterator raised; carried out of the chunk generator as the cause."""
+
+
+def _dedupe(rows: Iterator[tuple[Any, ...]], positions: tuple[int, ...]) -> list[tuple[Any, ...]]:
+    """Last occurrence of each key wins (one merge statement may not touch a row twice)."""
+    by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in rows:
+        by_key[tuple(row[i] for i in positions)] = row
+    return list(by_key.values())
+
+
+def copy_rows(session: Session, statement: sql.Composed, rows: Iterable[tuple[Any, ...]]) -> None:
+    """COPY `rows` through the session's own connection and transaction (sync or async)."""
+    driver = session.connection().connection.driver_connection
+    if isinstance(driver, psycopg.AsyncConnection):
+        await_(_copy_async(driver, statement, rows))
+        return
+    assert isinstance(driver, psycopg.Connection)
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+async def _copy_async(
+    driver: psycopg.AsyncConnection[Any], statement: sql.Composed, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
+def _ident_list(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _merge_sql(plan: _Plan, stage: str, on_conflict: str) -> sql.Composed:
+    target = sql.Identifier(plan.table.schema or "public", plan.table.name)
+    cols, key = _ident_list(plan.columns), _ident_list(plan.key)
+    changing = [c for c in plan.columns if c not in plan.key and c != "id"]
+    if on_conflict == "ignore" or not changing:
+        action: sql.Composable = sql.SQL("do nothing")
+    else:
+        action = sql.SQL("do update set {sets} where ({old}) is distinct from ({new})").format(
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in changing
+            ),
+            old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in changing),
+            new=sql.SQL(", ").join(
+                sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in changing
+            ),
+        )
+    return sql.SQL(
+        "with merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
+        " order by {key} on conflict ({key}) {action} returning (xmax = 0) as inserted)"
+        " select count(*) filter (where inserted), count(*) filter (where not inserted)"
+        " from merged"
+    ).format(target=target, cols=cols, stage=sql.Identifier(stage), key=key, action=action)
+
+
+def upsert_many(
+    session: Session,
+    *,
+    model: type[SQLModel],
+    rows: Iterable[BaseModel | Mapping[str, Any]],
+    key: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    on_conflict: Literal["update", "ignore"] = "update",
+    chunk_size: int = DEFAULT_CHUNK,
+) -> UpsertResult:
+    """Insert or update `rows` (Create models or dicts) by their natural `key`.
+
+    Per chunk: validate every row (an invalid one raises InvalidInputError with its position,
+    field and rule, and nothing of that chunk is written); merge rows repeated within the chunk
+    (last wins); COPY into a temporary staging table; apply one
+    `INSERT … SELECT … ORDER BY key ON CONFLICT (key) DO UPDATE … WHERE changed`; commit.
+
+    What a failure leaves behind: every earlier chunk is committed, the failing chunk is rolled
+    back entirely. A database error or an input iterator that raises becomes a BulkWriteError
+    whose `committed` is the UpsertResult of the committed chunks; an invalid row raises
+    InvalidInputError (with `.committed` set the same way). Unchanged rows are not rewritten, so
+    their `updated_at` stays. `extra` gives constant columns the schema does not carry
+    (e.g. user_id). In a user session RLS applies to every row.
+    """
+    plan = _plan(model, key, extra or {})
+    stage = f"stage_{plan.table.name}"
+    copy_sql: sql.Composed = sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier(stage), _ident_list(plan.columns)
+    )
+    merge_sql = _merge_sql(plan, stage, on_conflict)
+    # Dropped at commit; "if not exists" + truncate also covers a caller's outer transaction
+    # (savepoints), where commit only releases a savepoint and the table lives on.
+    create_stage = sql.SQL(
+        "create temp table if not exists {stage} on commit drop as"
+        " select {cols} from {target} with no data; truncate {stage}"
+    ).format(
+        stage=sql.Identifier(stage),
+        cols=_ident_list(plan.columns),
+        target=sql.Identifier(plan.table.schema or "public", plan.table.name),
+    )
+    total = UpsertResult()
+    progress = [0]
+    chunks = _validated_chunks(rows, plan, chunk_size, progress)
+    while True:
+        try:
+            models = next(chunks, None)
+        except InvalidInputError as exc:
+            exc.committed = total  # type: ignore[attr-defined]
+            raise
+        except _InputFailedError as exc:
+            raise BulkWriteError(
+                f"the input failed after row {progress[0]}: {exc.__cause__!r}", committed=total
+            ) from exc.__cause__
+        if models is None:
+            return total
+        unique = _dedupe(plan.tuples(models), plan.key_positions())
+        try:
+            connection = session.connection()
+            connection.exec_driver_sql(create_stage.as_string())
+            copy_rows(session, copy_sql, unique)
+            inserted, updated = connection.exec_driver_sql(merge_sql.as_string()).one()
+            session.commit()
+        except Exception as exc:
+            session.rollback()
+            first = progress[0] - len(models)
+            raise BulkWriteError(
+                f"chunk of rows {first}-{progress[0] - 1} failed: {_reason(exc)}", committed=total
+            ) from exc
+        total = total + UpsertResult(
+            rows=len(models),
+            inserted=inserted,
+            updated=updated,
+            unchanged=len(unique) - inserted - updated,
+            merged_duplicates=len(models) - len(unique),
+            chunks=1,
+        )
+
+
+def copy_many(
+    session: Session,
+    *,
+    model: type[SQLModel],
+    rows: Iterable[BaseModel | Mapping[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> UpsertResult:
+    """COPY validated rows straight into the table: the fastest path for rows known to be new.
+
+    A duplicate key fails its chunk (rolled back) with BulkWriteError; earlier chunks stay.
+    """
+    plan = _plan(model, None, extra or {})
+    target: sql.Composed = sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier(plan.table.schema or "public", plan.table.name), _ident_list(plan.columns)
+    )
+    total = UpsertResult()
+    progress = [0]
+    chunks = _validated_chunks(rows, plan, chunk_size, progress)
+    while True:
+        try:
+            models = next(chunks, None)
+        except InvalidInputError as exc:
+            exc.committed = total  # type: ignore[attr-defined]
+            raise
+        except _InputFailedError as exc:
+            raise BulkWriteError(
+                f"the input failed after row {progress[0]}: {exc.__cause__!r}", committed=total
+            ) from exc.__cause__
+        if models is None:
+            return total
+        try:
+            copy_rows(session, target, plan.tuples(models))
+            session.commit()
+        except Exception as exc:
+            session.rollback()
+            raise BulkWriteError(f"copy failed: {_reason(exc)}", committed=total) from exc
+        total = total + UpsertResult(rows=len(models), inserted=len(models), chunks=1)
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    diag = getattr(orig, "diag", None)
+    if diag is not None and diag.message_primary:
+        detail = f" ({diag.message_detail})" if diag.message_detail else ""
+        return f"{diag.message_primary}{detail}"
+    return str(exc).splitlines()[0]
