@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
 
-.PHONY: help uv install advisors db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+.PHONY: help uv install advisors bench db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -65,3 +65,6 @@ supabase-start: install ## `supabase start` (needs Docker), then migrate its dat
 
 supabase-stop: ## stop the `supabase start` stack
 	@npx --yes supabase@3.1.0 stop
+
+bench: install ## benchmarks (table + bench/results/*.json); `make bench q=1` for the quick run
+	@$(RUN) python -m bench $(if $(q),--quick,)

@@ -8,9 +8,11 @@ all-or-nothing and earlier chunks stay written whatever happens later.
 
 from __future__ import annotations
 
-import enum
+import gc
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from functools import cache
 from typing import Any, Literal
@@ -26,6 +28,7 @@ from sqlmodel import Session, SQLModel
 
 from database.errors import BulkWriteError, InvalidInputError
 from database.models.registry import SCHEMAS
+from database.models.types import uuid7, uuid7_hex
 
 DEFAULT_CHUNK = 50_000
 
@@ -63,15 +66,24 @@ class _Plan:
         return tuple(self.columns.index(k) for k in self.key)
 
     def tuples(self, models: Iterable[BaseModel]) -> Iterator[tuple[Any, ...]]:
-        names, convs = self.fields, self.converters
+        # Hot loop (millions of rows): one C-level itemgetter per row; only JSON columns and
+        # generated ids cost Python work.
+        get = operator.itemgetter(*self.fields)
+        convert = [(i, c) for i, c in enumerate(self.converters) if c is not None]
+        makers = [make for _, make in self.generated]
         extra = tuple(v for _, v in self.extra)
+        if len(self.fields) > 1 and not convert and not extra and len(makers) == 1:
+            (make,) = makers  # the common case: a generated id and plain columns
+            for model in models:
+                yield (make(), *get(model.__dict__))
+            return
         for model in models:
-            values = model.__dict__
-            row = [make() for _, make in self.generated]
-            for name, conv in zip(names, convs, strict=True):
-                value = values[name]
-                row.append(value if conv is None or value is None else conv(value))
-            yield (*row, *extra)
+            got = get(model.__dict__)
+            values = [got] if len(self.fields) == 1 else list(got)
+            for i, conv in convert:
+                if values[i] is not None:
+                    values[i] = conv(values[i])
+            yield (*[make() for make in makers], *values, *extra)
 
 
 def _jsonable(value: Any) -> Jsonb:
@@ -102,17 +114,10 @@ def _base_plan(model: type[SQLModel], key: tuple[str, ...] | None) -> _Plan:
     if pk is not None and "id" not in names and pk.primary_key:
         factory = model.model_fields["id"].default_factory
         assert factory is not None
-        generated.append(("id", factory))  # type: ignore[arg-type]
-    converters: list[Callable[[Any], Any] | None] = []
-    for name in names:
-        column = column_of[name]
-        annotation = schemas.create.model_fields[name].annotation
-        if isinstance(column.type, JSONB):
-            converters.append(_jsonable)
-        elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-            converters.append(lambda v: v.value)
-        else:
-            converters.append(None)
+        # COPY takes text: skip building UUID objects for ids made here.
+        generated.append(("id", uuid7_hex if factory is uuid7 else factory))  # type: ignore[arg-type]
+    # psycopg adapts str enums by value, Decimal, datetime and UUID natively: only JSON needs help.
+    converters = [_jsonable if isinstance(column_of[n].type, JSONB) else None for n in names]
     columns = tuple(c for c, _ in generated) + tuple(column_of[n].name for n in names)
     return _Plan(
         table=table,
@@ -156,7 +161,8 @@ def _validated_chunks(
         else:
             payload = [r.model_dump() if isinstance(r, BaseModel) else r for r in batch]
             try:
-                models = adapter.validate_python(payload)
+                with _gc_paused():
+                    models = adapter.validate_python(payload)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 position, *path = first["loc"]
@@ -173,12 +179,27 @@ class _InputFailedError(Exception):
     """The caller's iterator raised; carried out of the chunk generator as the cause."""
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a chunk's rows are built and sent.
+
+    Those rows are acyclic tuples, yet allocating 50k of them triggers dozens of collections,
+    each walking everything the caller holds (a list of a million models costs seconds).
+    Reference counting still frees memory; the collector resumes right after the chunk.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _dedupe(rows: Iterator[tuple[Any, ...]], positions: tuple[int, ...]) -> list[tuple[Any, ...]]:
     """Last occurrence of each key wins (one merge statement may not touch a row twice)."""
-    by_key: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for row in rows:
-        by_key[tuple(row[i] for i in positions)] = row
-    return list(by_key.values())
+    key = operator.itemgetter(*positions)
+    return list({key(row): row for row in rows}.values())
 
 
 def copy_rows(session: Session, statement: sql.Composed, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -246,6 +267,11 @@ def upsert_many(
     (last wins); COPY into a temporary staging table; apply one
     `INSERT … SELECT … ORDER BY key ON CONFLICT (key) DO UPDATE … WHERE changed`; commit.
 
+    Fast path: while no chunk has met an existing key (and RLS does not apply to the session's
+    role, which would forbid COPY), a chunk is first COPYed straight into the table inside a
+    savepoint. New data thus goes in at COPY speed; the first existing key rolls that savepoint
+    back and the call switches to the staging merge for the rest.
+
     What a failure leaves behind: every earlier chunk is committed, the failing chunk is rolled
     back entirely. A database error or an input iterator that raises becomes a BulkWriteError
     whose `committed` is the UpsertResult of the committed chunks; an invalid row raises
@@ -269,6 +295,14 @@ def upsert_many(
         cols=_ident_list(plan.columns),
         target=sql.Identifier(plan.table.schema or "public", plan.table.name),
     )
+    target = sql.Identifier(plan.table.schema or "public", plan.table.name)
+    direct_sql = sql.SQL("copy {} ({}) from stdin").format(target, _ident_list(plan.columns))
+    rls_sql = (
+        sql.SQL("select row_security_active({})")
+        .format(sql.Literal(f"{plan.table.schema or 'public'}.{plan.table.name}"))
+        .as_string()
+    )
+    direct: bool | None = None
     total = UpsertResult()
     progress = [0]
     chunks = _validated_chunks(rows, plan, chunk_size, progress)
@@ -284,12 +318,28 @@ def upsert_many(
             ) from exc.__cause__
         if models is None:
             return total
-        unique = _dedupe(plan.tuples(models), plan.key_positions())
+        with _gc_paused():
+            tuples = list(plan.tuples(models))
+        unique = tuples
         try:
-            connection = session.connection()
-            connection.exec_driver_sql(create_stage.as_string())
-            copy_rows(session, copy_sql, unique)
-            inserted, updated = connection.exec_driver_sql(merge_sql.as_string()).one()
+            if direct is None:  # decided once per call, on the first chunk's connection
+                direct = not session.connection().exec_driver_sql(rls_sql).scalar_one()
+            # A repeated key (in the table or in the chunk) makes the direct COPY fail; only
+            # then are duplicates merged, so the fast path pays nothing for them.
+            if direct and _any_exists(session, plan, tuples):
+                direct = False  # known conflicts: do not send the chunk twice
+            with _gc_paused():
+                inserted = _try_direct_copy(session, direct_sql, tuples) if direct else None
+            if inserted is not None:
+                updated = 0
+            else:
+                direct = False  # the data overlaps what is there: merge from now on
+                connection = session.connection()
+                connection.exec_driver_sql(create_stage.as_string())
+                with _gc_paused():
+                    unique = _dedupe(iter(tuples), plan.key_positions())
+                    copy_rows(session, copy_sql, unique)
+                inserted, updated = connection.exec_driver_sql(merge_sql.as_string()).one()
             session.commit()
         except Exception as exc:
             session.rollback()
@@ -305,6 +355,29 @@ def upsert_many(
             merged_duplicates=len(models) - len(unique),
             chunks=1,
         )
+
+
+def _any_exists(session: Session, plan: _Plan, rows: list[tuple[Any, ...]]) -> bool:
+    """Probe the first, middle and last keys of a chunk (three index lookups): data that
+    overlaps what is stored almost always shows it there."""
+    positions = plan.key_positions()
+    probes = {tuple(rows[i][p] for p in positions) for i in (0, len(rows) // 2, -1)}
+    columns = [plan.table.c[name] for name in plan.key]
+    statement = sa.select(sa.exists().where(sa.tuple_(*columns).in_(list(probes))))
+    return bool(session.execute(statement).scalar())
+
+
+def _try_direct_copy(
+    session: Session, statement: sql.Composed, rows: list[tuple[Any, ...]]
+) -> int | None:
+    """COPY straight into the table inside a savepoint: the fast path for rows that are all
+    new. None (savepoint rolled back) when a key already exists."""
+    try:
+        with session.begin_nested():
+            copy_rows(session, statement, rows)
+    except psycopg.errors.UniqueViolation:
+        return None
+    return len(rows)
 
 
 def copy_many(
@@ -339,7 +412,8 @@ def copy_many(
         if models is None:
             return total
         try:
-            copy_rows(session, target, plan.tuples(models))
+            with _gc_paused():
+                copy_rows(session, target, plan.tuples(models))
             session.commit()
         except Exception as exc:
             session.rollback()

@@ -1,0 +1,49 @@
+"""`make bench` (`python -m bench [--quick]`): the package's benchmarks on a fresh database.
+
+Prints a table and writes bench/results/<time>.json (and latest.json). Every figure stands next
+to a baseline measured in the same run; targets are ratios, checked here, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from bench import database as db_bench
+from bench.harness import HEADER, Report, fresh_database
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (CI: under 2 minutes)")
+    args = parser.parse_args()
+    quick = args.quick
+    report = Report(quick=quick)
+    started = time.perf_counter()
+    print(HEADER)
+    with fresh_database() as url:
+        repeat = 1 if quick else 3  # full runs report the median of three
+        db_bench.bulk_whales(report, url, 20_000 if quick else 100_000, repeat)
+        n = 100_000 if quick else 1_000_000
+        growth = [10_000, 30_000, n] if quick else [10_000, 100_000, n]
+        db_bench.bulk_ohlcv(report, url, n, growth, repeat)
+        db_bench.ohlcv_queries(
+            report,
+            url,
+            gap_bars=100_000 if quick else 500_000,
+            missing=10 if quick else 50,
+            runs=50 if quick else 200,
+        )
+        db_bench.rls_read(
+            report, url, users=250 if quick else 1000, per_user=200, runs=20 if quick else 50
+        )
+    path = report.write()
+    missed = [r for r in report.results if r.met is False]
+    print(f"\n{len(report.results)} figures in {time.perf_counter() - started:.0f} s -> {path}")
+    for r in missed:
+        print(f"target missed: {r.group} / {r.name}: {r.ratio} vs {r.target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
