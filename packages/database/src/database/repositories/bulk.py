@@ -318,18 +318,20 @@ def upsert_many(
             ) from exc.__cause__
         if models is None:
             return total
-        with _gc_paused():
-            tuples = list(plan.tuples(models))
+        tuples: list[tuple[Any, ...]] = []
         unique = tuples
         try:
             if direct is None:  # decided once per call, on the first chunk's connection
                 direct = not session.connection().exec_driver_sql(rls_sql).scalar_one()
             # A repeated key (in the table or in the chunk) makes the direct COPY fail; only
             # then are duplicates merged, so the fast path pays nothing for them.
-            if direct and _any_exists(session, plan, tuples):
+            if direct and _any_exists(session, plan, models):
                 direct = False  # known conflicts: do not send the chunk twice
             with _gc_paused():
-                inserted = _try_direct_copy(session, direct_sql, tuples) if direct else None
+                # Rows are built while COPY sends them (Python and the server work at once),
+                # and kept, in case the chunk has to go the merge way after all.
+                kept = _keep(plan.tuples(models), tuples)
+                inserted = _try_direct_copy(session, direct_sql, kept) if direct else None
             if inserted is not None:
                 updated = 0
             else:
@@ -337,6 +339,8 @@ def upsert_many(
                 connection = session.connection()
                 connection.exec_driver_sql(create_stage.as_string())
                 with _gc_paused():
+                    if len(tuples) < len(models):
+                        tuples[:] = plan.tuples(models)
                     unique = _dedupe(iter(tuples), plan.key_positions())
                     copy_rows(session, copy_sql, unique)
                 inserted, updated = connection.exec_driver_sql(merge_sql.as_string()).one()
@@ -357,27 +361,44 @@ def upsert_many(
         )
 
 
-def _any_exists(session: Session, plan: _Plan, rows: list[tuple[Any, ...]]) -> bool:
+def _keep(
+    rows: Iterable[tuple[Any, ...]], kept: list[tuple[Any, ...]]
+) -> Iterator[tuple[Any, ...]]:
+    for row in rows:
+        kept.append(row)
+        yield row
+
+
+def _any_exists(session: Session, plan: _Plan, models: list[BaseModel]) -> bool:
     """Probe the first, middle and last keys of a chunk (three index lookups): data that
     overlaps what is stored almost always shows it there."""
     positions = plan.key_positions()
-    probes = {tuple(rows[i][p] for p in positions) for i in (0, len(rows) // 2, -1)}
+    sample = plan.tuples([models[0], models[len(models) // 2], models[-1]])
+    probes = {tuple(row[p] for p in positions) for row in sample}
     columns = [plan.table.c[name] for name in plan.key]
     statement = sa.select(sa.exists().where(sa.tuple_(*columns).in_(list(probes))))
     return bool(session.execute(statement).scalar())
 
 
 def _try_direct_copy(
-    session: Session, statement: sql.Composed, rows: list[tuple[Any, ...]]
+    session: Session, statement: sql.Composed, rows: Iterable[tuple[Any, ...]]
 ) -> int | None:
     """COPY straight into the table inside a savepoint: the fast path for rows that are all
-    new. None (savepoint rolled back) when a key already exists."""
+    new. Returns how many went in, or None (savepoint rolled back) when a key already exists."""
+    sent = 0
+
+    def counted() -> Iterator[tuple[Any, ...]]:
+        nonlocal sent
+        for row in rows:
+            sent += 1
+            yield row
+
     try:
         with session.begin_nested():
-            copy_rows(session, statement, rows)
+            copy_rows(session, statement, counted())
     except psycopg.errors.UniqueViolation:
         return None
-    return len(rows)
+    return sent
 
 
 def copy_many(
