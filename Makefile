@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
 
-.PHONY: help uv install advisors bench db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+.PHONY: help uv install advisors bench migrate-sql db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -33,6 +33,11 @@ db-status: install ## is the embedded database running?
 
 migrate: install ## upgrade DATABASE_URL (or the embedded database) to head
 	@$(RUN) database migrate
+
+migrate-sql: install ## write the SQL `make migrate` would run to build/migrate.sql, for review
+	@mkdir -p build
+	@$(RUN) database migrate --sql > build/migrate.sql
+	@echo "build/migrate.sql: $$(grep -c ';' build/migrate.sql) statements"
 
 downgrade: install ## downgrade one revision (or r=<revision>, e.g. r=base)
 	@$(RUN) database downgrade $(or $(r),-1)

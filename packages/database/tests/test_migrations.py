@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from database.migrate import current_revision, downgrade, head_revision, upgrade
+from database.bootstrap import psycopg_conninfo
+from database.errors import MigrationError
+from database.migrate import (
+    MIGRATIONS_DIR,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+    upgrade_sql,
+)
 from database.models.base import VERSION_TABLE_SCHEMA
 from database.testing.databases import create_test_database, drop_test_database
 
@@ -85,3 +98,68 @@ def test_upgrade_downgrade_upgrade_leaves_no_difference(fresh_database: URL) -> 
 
 def test_version_table_is_private(fresh_database: URL) -> None:
     assert _version_table_schemas(fresh_database) == [VERSION_TABLE_SCHEMA]
+
+
+@pytest.fixture
+def unmigrated_database(database_server_url: URL) -> Iterator[URL]:
+    url = create_test_database(database_server_url, prefix="bare", migrate=False)
+    yield url
+    drop_test_database(url)
+
+
+def _psql() -> str:
+    from database.local import _bin_dir
+
+    bundled = _bin_dir() / "psql"
+    return str(bundled) if bundled.exists() else "psql"
+
+
+def test_migrate_sql_applied_with_psql_builds_the_same_schema(
+    fresh_database: URL, unmigrated_database: URL, tmp_path: Path
+) -> None:
+    script = tmp_path / "migrate.sql"
+    with script.open("w") as out:
+        upgrade_sql(url=unmigrated_database, from_revision=None, output=out)
+    done = subprocess.run(
+        [_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script),
+         psycopg_conninfo(unmigrated_database)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert _snapshot(unmigrated_database) == _snapshot(fresh_database)
+    assert current_revision(url=unmigrated_database) == head_revision()
+
+
+def test_a_failing_revision_leaves_the_previous_one_in_place(
+    unmigrated_database: URL, tmp_path: Path
+) -> None:
+    scripts = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "zz_0002_fails.py").write_text(
+        textwrap.dedent(
+            f"""
+            from alembic import op
+
+            revision = "zz_fail"
+            down_revision = {head_revision()!r}
+            branch_labels = None
+            depends_on = None
+
+
+            def upgrade() -> None:
+                op.execute("create table public.half_done (id int)")
+                op.execute("select 1 / 0")
+
+
+            def downgrade() -> None:
+                pass
+            """
+        )
+    )
+    with pytest.raises(MigrationError) as caught:
+        upgrade(url=unmigrated_database, script_location=scripts)
+    assert f"still at revision {head_revision()}" in str(caught.value)
+    assert "division by zero" in str(caught.value)
+    assert current_revision(url=unmigrated_database) == head_revision()
+    tables = _snapshot(unmigrated_database)["columns"]
+    assert not any(row[0] == "half_done" for row in tables)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from database.errors import ConfigurationError
@@ -83,3 +85,37 @@ def test_port_6543_is_the_transaction_pooler() -> None:
     ).pooler_url()
     assert pooler is not None and is_transaction_pooler(pooler)
     assert session is not None and not is_transaction_pooler(session)
+
+
+def test_remote_hosts_get_tls_local_ones_do_not(tmp_path: Path) -> None:
+    remote = "postgresql://u:p@db.abc.supabase.co:5432/postgres"
+    assert load_settings(database_url=remote).direct_url().query["sslmode"] == "require"  # type: ignore[union-attr]
+    ca = tmp_path / "prod-ca-2021.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    verified = load_settings(database_url=remote, database_ssl_root_cert=ca).direct_url()
+    assert verified is not None
+    assert (verified.query["sslmode"], verified.query["sslrootcert"]) == ("verify-full", str(ca))
+    explicit = load_settings(database_url=remote + "?sslmode=disable").direct_url()
+    assert explicit is not None and explicit.query["sslmode"] == "disable"
+    local = load_settings(
+        database_url="postgresql://postgres@127.0.0.1:54322/postgres"
+    ).direct_url()
+    assert local is not None and "sslmode" not in local.query
+
+
+def test_missing_ca_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="DATABASE_SSL_ROOT_CERT"):
+        load_settings(database_ssl_root_cert=tmp_path / "nope.crt")
+
+
+def test_env_example_loads_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newcomer who copies .env.example to .env gets working defaults, not errors."""
+    example = Path(__file__).resolve().parents[3] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text())
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.database_url is None and settings.supabase_url is None
+    assert settings.db_pool_size == 5 and settings.local_db_port == 54329
+    lines = example.read_text().splitlines()
+    documented = {ln.split("=")[0] for ln in lines if "=" in ln and not ln.startswith("#")}
+    assert documented == {name.upper() for name in type(settings).model_fields}

@@ -56,14 +56,20 @@ def run_advisors(url: URL, *, workdir: Path | None = None) -> list[Finding]:
         npx, "--yes", SUPABASE_CLI, "db", "advisors", f"--remote={_remote(url)}",
         "--type", "all", "--level", "info", "--output-format", "json",
     ]  # fmt: skip
+    if workdir is not None:  # the CLI also loads (and so validates) <workdir>/supabase/config.toml
+        command += ["--workdir", str(workdir)]
     result = subprocess.run(  # noqa: S603 - fixed command; the URL is ours
-        command, capture_output=True, text=True, env=env, cwd=workdir, check=False, timeout=300
+        command, capture_output=True, text=True, env=env, check=False, timeout=300
     )
     try:
-        results = json.loads(result.stdout)["results"]
-    except (ValueError, KeyError):
-        stderr = (
-            result.stderr.replace(url.password or "\0", "***") if url.password else result.stderr
-        )
-        raise ConfigurationError(f"supabase db advisors failed: {stderr.strip()[-2000:]}") from None
-    return [Finding(r["level"], r["name"], r.get("detail", "")) for r in results]
+        payload = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        payload = {}
+    if "results" in payload:
+        return [Finding(r["level"], r["name"], r.get("detail", "")) for r in payload["results"]]
+    message = payload.get("error", {}).get("message") or "\n".join(
+        line for line in result.stderr.splitlines() if not line.startswith("npm warn")
+    )
+    if url.password:
+        message = message.replace(url.password, "***")
+    raise ConfigurationError(f"supabase db advisors failed: {message.strip()[-2000:]}")

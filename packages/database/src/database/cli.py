@@ -61,10 +61,25 @@ def _local(action: str) -> int:
     return 0
 
 
-def _migrate(revision: str) -> int:
-    from database.migrate import current_revision, head_revision, require_migration_url, upgrade
+def _migrate(revision: str, *, sql: bool) -> int:
+    from database.errors import DatabaseUnavailableError
+    from database.migrate import (
+        current_revision,
+        head_revision,
+        require_migration_url,
+        upgrade,
+        upgrade_sql,
+    )
 
     url = require_migration_url(_target_url())
+    if sql:  # for review: what would run against this database, as SQL
+        try:
+            current = current_revision(url=url)
+        except DatabaseUnavailableError:
+            current = None  # unreachable: the SQL from an empty database
+        print(f"-- {_libpq(url)}: {current or '(empty)'} -> head", flush=True)
+        upgrade_sql(url=url, from_revision=current, output=sys.stdout)
+        return 0
     target = head_revision() if revision == "head" else revision
     print(f"{_libpq(url)}: {current_revision(url=url) or '(empty)'} -> {target or '(empty)'}")
     upgrade(url=url, revision=revision)
@@ -109,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("action", choices=["up", "down", "status", "url"])
     migrate = sub.add_parser("migrate", help="upgrade to a revision (default head)")
     migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
     downgrade = sub.add_parser("downgrade", help="downgrade to a revision (e.g. -1, base)")
     downgrade.add_argument("revision")
     sub.add_parser("health", help="server version, latency and pool status")
@@ -123,12 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "up":
             url = _target_url()
             print(f"database: {_libpq(url)}")
-            _migrate("head")
+            _migrate("head", sql=False)
             return _health()
         if args.command == "local":
             return _local(args.action)
         if args.command == "migrate":
-            return _migrate(args.revision)
+            return _migrate(args.revision, sql=args.sql)
         if args.command == "downgrade":
             from database.migrate import downgrade
 

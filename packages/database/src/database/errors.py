@@ -27,6 +27,10 @@ class SupabaseDatabaseRefusedError(DatabasePackageError):
     """The compatibility bootstrap was pointed at a real Supabase database and refused to run."""
 
 
+class MigrationError(DatabasePackageError):
+    """A revision failed. The message says which revision the database is left at."""
+
+
 class LocalDatabaseError(DatabasePackageError):
     """The embedded development server could not be set up, started or stopped."""
 

@@ -7,6 +7,7 @@ installed wheel; `alembic.ini` at the package root is only for the `alembic` com
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -16,7 +17,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 
 from database.engine import guard_connect_errors
-from database.errors import ConfigurationError
+from database.errors import ConfigurationError, DatabasePackageError, MigrationError
 from database.models.base import VERSION_TABLE_SCHEMA
 from database.settings import is_transaction_pooler
 
@@ -34,16 +35,38 @@ def require_migration_url(url: URL) -> URL:
     return url
 
 
-def alembic_config(*, url: URL | None = None) -> Config:
+def alembic_config(*, url: URL | None = None, script_location: Path | None = None) -> Config:
     """An Alembic config for this package; `url` overrides the settings/embedded default."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(script_location or MIGRATIONS_DIR))
     config.attributes["url"] = url
     return config
 
 
-def upgrade(*, url: URL | None = None, revision: str = "head", sql: bool = False) -> None:
-    command.upgrade(alembic_config(url=url), revision, sql=sql)
+def upgrade(
+    *, url: URL | None = None, revision: str = "head", script_location: Path | None = None
+) -> None:
+    """Upgrade to `revision`. Each revision runs in its own transaction, so a failure leaves
+    the database at the last revision that succeeded; MigrationError says which."""
+    try:
+        command.upgrade(alembic_config(url=url, script_location=script_location), revision)
+    except DatabasePackageError:
+        raise
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        at = current_revision(url=url) if url is not None else "unknown"
+        raise MigrationError(
+            f"migration failed: {reason}. The database is still at revision {at or '(empty)'}: "
+            "the failing revision ran in its own transaction and was rolled back entirely."
+        ) from exc
+
+
+def upgrade_sql(*, url: URL | None, from_revision: str | None, output: TextIO) -> None:
+    """Write the SQL that `upgrade` would run from `from_revision` to head (offline mode)."""
+    config = alembic_config(url=url)
+    config.output_buffer = output
+    target = f"{from_revision}:head" if from_revision else "head"
+    command.upgrade(config, target, sql=True)
 
 
 def downgrade(*, url: URL | None = None, revision: str) -> None:

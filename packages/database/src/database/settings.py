@@ -54,6 +54,23 @@ def normalize_database_url(raw: str, *, variable: str) -> URL:
     return url.set(drivername="postgresql+psycopg")
 
 
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def with_ssl_defaults(url: URL, *, root_cert: Path | None) -> URL:
+    """Encrypt connections to other machines unless the URL says otherwise.
+
+    Non-local hosts get `sslmode=require`; with a CA file (Supabase's `prod-ca-2021.crt`) they
+    get `verify-full`, which also checks the server is who it claims to be. An explicit
+    `sslmode` in the URL always wins; local hosts and Unix sockets are left alone.
+    """
+    if "sslmode" in url.query or not url.host or url.host in LOCAL_HOSTS:
+        return url
+    if root_cert is not None:
+        return url.update_query_dict({"sslmode": "verify-full", "sslrootcert": str(root_cert)})
+    return url.update_query_dict({"sslmode": "require"})
+
+
 def is_transaction_pooler(url: URL) -> bool:
     """True for Supabase's transaction-mode pooler, which needs prepared statements off."""
     return url.port == TRANSACTION_POOLER_PORT
@@ -89,6 +106,10 @@ class Settings(BaseSettings):
     supabase_service_role_key: SecretStr | None = None
     supabase_jwt_secret: SecretStr | None = None
 
+    # CA certificate for `sslmode=verify-full` against hosted databases (Supabase dashboard:
+    # Database settings -> SSL configuration). Unset: `sslmode=require`.
+    database_ssl_root_cert: Path | None = None
+
     db_pool_size: PositiveInt = 5
     db_max_overflow: Annotated[int, Field(ge=0)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 30.0
@@ -102,7 +123,23 @@ class Settings(BaseSettings):
     # Preferred port of the embedded server; a free one is picked when it is taken.
     local_db_port: Annotated[int, Field(gt=0, lt=65536)] = 54329
 
-    @field_validator("database_url", "database_pooler_url", mode="before")
+    @field_validator("database_ssl_root_cert")
+    @classmethod
+    def _cert_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"DATABASE_SSL_ROOT_CERT names no readable file: {value}")
+        return value
+
+    @field_validator(
+        "database_url",
+        "database_pooler_url",
+        "database_ssl_root_cert",
+        "supabase_url",
+        "supabase_anon_key",
+        "supabase_service_role_key",
+        "supabase_jwt_secret",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -121,14 +158,16 @@ class Settings(BaseSettings):
         """DATABASE_URL as a psycopg URL, or None when the embedded server should be used."""
         if self.database_url is None:
             return None
-        return normalize_database_url(self.database_url.get_secret_value(), variable="DATABASE_URL")
+        url = normalize_database_url(self.database_url.get_secret_value(), variable="DATABASE_URL")
+        return with_ssl_defaults(url, root_cert=self.database_ssl_root_cert)
 
     def pooler_url(self) -> URL | None:
         if self.database_pooler_url is None:
             return None
-        return normalize_database_url(
+        url = normalize_database_url(
             self.database_pooler_url.get_secret_value(), variable="DATABASE_POOLER_URL"
         )
+        return with_ssl_defaults(url, root_cert=self.database_ssl_root_cert)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -22,14 +22,15 @@ def server_url() -> URL:
     return settings.direct_url() or ensure_local_database(settings)
 
 
-def create_test_database(server: URL, *, prefix: str = "test") -> URL:
+def create_test_database(server: URL, *, prefix: str = "test", migrate: bool = True) -> URL:
     """Create `<prefix>_<pid>_<random>` on `server`, bootstrap it and `alembic upgrade head`."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     with psycopg.connect(psycopg_conninfo(server), autocommit=True) as admin:
         admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
     url = server.set(database=name)
     apply_bootstrap(url)
-    upgrade(url=url)
+    if migrate:
+        upgrade(url=url)
     return url
 
 
