@@ -6,6 +6,7 @@ from database.repositories.base import AsyncRepository, Repository, RowsPage
 from database.repositories.bulk import UpsertResult, copy_many, upsert_many
 from database.repositories.market import MarketDataRepository
 from database.repositories.ohlcv import Bar, Gap, OhlcvRepository
+from database.repositories.ops import CollectionRunRepository, SystemEventRepository
 from database.repositories.users import ProfileRepository, WatchlistRepository
 from database.repositories.whales import WhaleTransactionRepository
 
@@ -15,12 +16,14 @@ __all__ = [
     "AlertRepository",
     "AsyncRepository",
     "Bar",
+    "CollectionRunRepository",
     "Gap",
     "MarketDataRepository",
     "OhlcvRepository",
     "ProfileRepository",
     "Repository",
     "RowsPage",
+    "SystemEventRepository",
     "UpsertResult",
     "WatchlistRepository",
     "WhaleTransactionRepository",

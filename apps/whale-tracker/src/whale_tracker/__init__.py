@@ -1,0 +1,1 @@
+"""Whale tracker: ingest large on-chain transfers, score them, serve them read-only."""

@@ -1,0 +1,271 @@
+"""`whale-tracker ingest`: stream records into whale_transactions through the package's bulk
+upsert, rejecting bad records (with their line and reason) without stopping the run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from database.engine import Database
+from database.errors import BulkWriteError, DatabasePackageError
+from database.models import Chain, WhaleTransactionCreate
+from database.repositories import (
+    CollectionRunRepository,
+    MarketDataRepository,
+    SystemEventRepository,
+    WhaleTransactionRepository,
+)
+from whale_tracker.scoring import DEFAULT_CEILING_ETH, DEFAULT_FLOOR_ETH, usd, whale_score
+from whale_tracker.sources import Format, Raw, SourceError, records
+
+COLLECTOR = "whale-tracker.ingest"
+#: Quotes whose price is ETH in US dollars (or a dollar stablecoin).
+ETH_USD_SYMBOLS = ("ETH/USD", "ETH/USDT", "ETH/USDC")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    fmt: Format | None = None
+    chain: Chain = Chain.ETHEREUM
+    eth_usd: Decimal | None = None
+    min_value_eth: Decimal | None = None
+    floor_eth: Decimal = DEFAULT_FLOOR_ETH
+    ceiling_eth: Decimal = DEFAULT_CEILING_ETH
+    strict: bool = False
+    batch_size: int = 10_000
+    rejects: Path | None = Path("rejects.jsonl")
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    filtered: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    merged_duplicates: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    eth_usd: Decimal | None = None
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def render(self) -> str:
+        rate = self.read / self.elapsed if self.elapsed else 0.0
+        lines = [
+            f"read       {self.read:>12,}",
+            f"rejected   {sum(self.rejected.values()):>12,}"
+            + "".join(f"\n  {reason:<20} {n:>10,}" for reason, n in self.rejected.most_common()),
+            f"skipped    {sum(self.skipped.values()):>12,}"
+            + "".join(f"\n  {reason:<20} {n:>10,}" for reason, n in self.skipped.most_common()),
+            f"filtered   {self.filtered:>12,}  (below --min-value-eth)",
+            f"inserted   {self.inserted:>12,}",
+            f"updated    {self.updated:>12,}",
+            f"unchanged  {self.unchanged:>12,}",
+            f"elapsed    {self.elapsed:>12.2f} s",
+            f"rate       {rate:>12,.0f} rows/s",
+        ]
+        if self.eth_usd is not None:
+            lines.append(f"ETH/USD    {self.eth_usd:>12}")
+        return "\n".join(lines)
+
+
+class StrictModeError(Exception):
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        self.source, self.line, self.reason = source, line, reason
+        super().__init__(f"{source}:{line}: {reason}")
+
+
+class Progress:
+    """A live line on a terminal; a log line every 10 s otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.interval = 0.2 if self.tty else 10.0
+        self.last = time.perf_counter()
+
+    def update(self, summary: Summary, *, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        rate = summary.read / summary.elapsed if summary.elapsed else 0.0
+        text = (
+            f"read {summary.read:,}  written {summary.written:,}  "
+            f"rejected {sum(summary.rejected.values()):,}  {rate:,.0f} rows/s"
+        )
+        if self.tty:
+            self.stream.write(f"\r{text}" + ("\n" if final else ""))
+        else:
+            self.stream.write(f"ingest: {text}\n")
+        self.stream.flush()
+
+
+def latest_eth_usd(database: Database) -> Decimal | None:
+    with database.service_session() as session:
+        quotes = MarketDataRepository(session).latest(symbols=list(ETH_USD_SYMBOLS))
+    return max(quotes, key=lambda q: q.observed_at).price if quotes else None
+
+
+def _reason(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() and number >= 0 else None
+
+
+class _Rejects:
+    """The rejects file, created on the first bad record only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.handle: TextIO | None = None
+
+    def write(self, source: str, raw: Raw, reason: str) -> None:
+        if self.path is None:
+            return
+        if self.handle is None:
+            self.handle = self.path.open("w", encoding="utf-8")
+        entry = {"source": source, "line": raw.line, "reason": reason, "record": raw.fields}
+        self.handle.write(json.dumps(entry, default=str) + "\n")
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def ingest(
+    paths: list[str],
+    *,
+    database: Database,
+    options: IngestOptions,
+    progress: Progress | None = None,
+) -> Summary:
+    """Read every path, upsert every valid record, account for every other one.
+
+    Raises StrictModeError (with `--strict`) at the first bad record, SourceError for input that
+    cannot be used at all, and the package's errors for database trouble; the collection run
+    is recorded as failed (and a system event logged) whenever the database is reachable.
+    """
+    summary = Summary(eth_usd=options.eth_usd or latest_eth_usd(database))
+    rejects = _Rejects(options.rejects)
+    with database.service_session() as session:
+        run = CollectionRunRepository(session).start(collector=COLLECTOR)
+    batch: list[WhaleTransactionCreate] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        with database.service_session() as session:
+            result = WhaleTransactionRepository(session).upsert_many(
+                rows=batch, chunk_size=max(len(batch), 1)
+            )
+        summary.inserted += result.inserted
+        summary.updated += result.updated
+        summary.unchanged += result.unchanged
+        summary.merged_duplicates += result.merged_duplicates
+        batch.clear()
+
+    try:
+        for path in paths:
+            for raw in records(path, options.fmt):
+                summary.read += 1
+                model = _accept(raw, path, options, summary, rejects)
+                if model is not None:
+                    batch.append(model)
+                    if len(batch) >= options.batch_size:
+                        flush()
+                if progress is not None:
+                    progress.update(summary)
+        flush()
+    except (SourceError, StrictModeError, BulkWriteError, DatabasePackageError, OSError) as exc:
+        _record_failure(database, run.id, summary, exc)
+        raise
+    finally:
+        rejects.close()
+        if progress is not None:
+            progress.update(summary, final=True)
+    with database.service_session() as session:
+        CollectionRunRepository(session).finish(
+            id=run.id, succeeded=True, records_collected=summary.written
+        )
+    return summary
+
+
+def _accept(
+    raw: Raw, source: str, options: IngestOptions, summary: Summary, rejects: _Rejects
+) -> WhaleTransactionCreate | None:
+    if raw.skipped is not None:
+        summary.skipped[raw.skipped] += 1
+        return None
+    reason = raw.reason
+    model = None
+    if reason is None:
+        assert raw.fields is not None
+        fields = {"chain": options.chain.value, **raw.fields}
+        value = _decimal(fields.get("value_eth"))
+        if value is not None:
+            fields.setdefault(
+                "whale_score",
+                whale_score(value, floor_eth=options.floor_eth, ceiling_eth=options.ceiling_eth),
+            )
+            if summary.eth_usd is not None:
+                fields.setdefault("value_usd", usd(value, summary.eth_usd))
+        try:
+            model = WhaleTransactionCreate.model_validate(fields)
+        except ValidationError as exc:
+            reason = _reason(exc)
+    if reason is not None:
+        summary.rejected[reason.split(":", 1)[0]] += 1
+        rejects.write(source, raw, reason)
+        if options.strict:
+            raise StrictModeError(source, raw.line, reason)
+        return None
+    assert model is not None
+    if options.min_value_eth is not None and model.value_eth < options.min_value_eth:
+        summary.filtered += 1
+        return None
+    return model
+
+
+def _record_failure(database: Database, run_id: Any, summary: Summary, exc: BaseException) -> None:
+    try:
+        with database.service_session() as session:
+            CollectionRunRepository(session).finish(
+                id=run_id, succeeded=False, records_collected=summary.written, error=str(exc)
+            )
+            SystemEventRepository(session).log(
+                event_type="ingest.failed",
+                severity="error",
+                message=str(exc),
+                context={
+                    "read": summary.read,
+                    "written": summary.written,
+                    "kind": type(exc).__name__,
+                },
+            )
+    except DatabasePackageError:
+        pass  # the database itself is the failure: nothing more to record
