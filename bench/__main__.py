@@ -7,9 +7,12 @@ to a baseline measured in the same run; targets are ratios, checked here, never 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 from bench import database as db_bench
+from bench import whale_tracker as wt_bench
 from bench.harness import HEADER, Report, fresh_database
 
 
@@ -37,6 +40,9 @@ def main() -> int:
         db_bench.rls_read(
             report, url, users=250 if quick else 1000, per_user=200, runs=20 if quick else 50
         )
+        with tempfile.TemporaryDirectory() as workdir:
+            wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir))
+        wt_bench.api_latency(report, url, clients=4, requests_each=50 if quick else 250)
     path = report.write()
     missed = [r for r in report.results if r.met is False]
     print(f"\n{len(report.results)} figures in {time.perf_counter() - started:.0f} s -> {path}")

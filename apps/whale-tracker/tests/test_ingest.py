@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from database.engine import Database
@@ -209,3 +211,17 @@ def test_the_score_is_log_scaled_between_thresholds() -> None:
     assert wei_to_eth("1234567890123456789012") == Decimal("1234.567890123456789012")
     with pytest.raises(ValueError, match="negative"):
         wei_to_eth(-1)
+
+
+@given(st.decimals(min_value=0, max_value=10**9, places=18, allow_nan=False, allow_infinity=False))
+@settings(max_examples=300, deadline=None)
+def test_the_score_table_equals_the_formula(value: Decimal) -> None:
+    with localcontext() as ctx:
+        ctx.prec = 60
+        if value <= 100:
+            exact = Decimal(0)
+        elif value >= 100_000:
+            exact = Decimal(1)
+        else:
+            exact = (value / 100).ln() / Decimal(1000).ln()
+    assert whale_score(value) == exact.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -27,6 +28,7 @@ from whale_tracker.scoring import DEFAULT_CEILING_ETH, DEFAULT_FLOOR_ETH, usd, w
 from whale_tracker.sources import Format, Raw, SourceError, records
 
 COLLECTOR = "whale-tracker.ingest"
+_VALIDATE = WhaleTransactionCreate.__pydantic_validator__.validate_python
 #: Quotes whose price is ETH in US dollars (or a dollar stablecoin).
 ETH_USD_SYMBOLS = ("ETH/USD", "ETH/USDT", "ETH/USDC")
 
@@ -117,6 +119,46 @@ class Progress:
         self.stream.flush()
 
 
+class _BatchWriter:
+    """Upserts batches on a worker thread while the caller parses the next one.
+
+    At most one batch is in flight and one being built, so memory stays bounded; parsing
+    (Python) and index maintenance (the server) overlap instead of taking turns.
+    """
+
+    def __init__(self, database: Database, summary: Summary) -> None:
+        self.database = database
+        self.summary = summary
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+        self.pending: Future[None] | None = None
+
+    def _write(self, batch: list[WhaleTransactionCreate]) -> None:
+        with self.database.service_session() as session:
+            result = WhaleTransactionRepository(session).upsert_many(
+                rows=batch, chunk_size=len(batch)
+            )
+        self.summary.inserted += result.inserted
+        self.summary.updated += result.updated
+        self.summary.unchanged += result.unchanged
+        self.summary.merged_duplicates += result.merged_duplicates
+
+    def submit(self, batch: list[WhaleTransactionCreate]) -> None:
+        self.wait()
+        if batch:
+            self.pending = self.pool.submit(self._write, batch)
+
+    def wait(self, *, raise_errors: bool = True) -> None:
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        error = pending.exception()
+        if error is not None and raise_errors:
+            raise error
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
 def latest_eth_usd(database: Database) -> Decimal | None:
     with database.service_session() as session:
         quotes = MarketDataRepository(session).latest(symbols=list(ETH_USD_SYMBOLS))
@@ -174,21 +216,8 @@ def ingest(
     rejects = _Rejects(options.rejects)
     with database.service_session() as session:
         run = CollectionRunRepository(session).start(collector=COLLECTOR)
+    writer = _BatchWriter(database, summary)
     batch: list[WhaleTransactionCreate] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        with database.service_session() as session:
-            result = WhaleTransactionRepository(session).upsert_many(
-                rows=batch, chunk_size=max(len(batch), 1)
-            )
-        summary.inserted += result.inserted
-        summary.updated += result.updated
-        summary.unchanged += result.unchanged
-        summary.merged_duplicates += result.merged_duplicates
-        batch.clear()
-
     try:
         for path in paths:
             for raw in records(path, options.fmt):
@@ -197,14 +226,18 @@ def ingest(
                 if model is not None:
                     batch.append(model)
                     if len(batch) >= options.batch_size:
-                        flush()
+                        writer.submit(batch)
+                        batch = []
                 if progress is not None:
                     progress.update(summary)
-        flush()
+        writer.submit(batch)
+        writer.wait()
     except (SourceError, StrictModeError, BulkWriteError, DatabasePackageError, OSError) as exc:
+        writer.wait(raise_errors=False)  # what was handed over is written (or failed) first
         _record_failure(database, run.id, summary, exc)
         raise
     finally:
+        writer.close()
         rejects.close()
         if progress is not None:
             progress.update(summary, final=True)
@@ -222,7 +255,7 @@ def _accept(
         summary.skipped[raw.skipped] += 1
         return None
     reason = raw.reason
-    model = None
+    model: WhaleTransactionCreate | None = None
     if reason is None:
         assert raw.fields is not None
         fields = {"chain": options.chain.value, **raw.fields}
@@ -235,7 +268,9 @@ def _accept(
             if summary.eth_usd is not None:
                 fields.setdefault("value_usd", usd(value, summary.eth_usd))
         try:
-            model = WhaleTransactionCreate.model_validate(fields)
+            # pydantic's validator directly: SQLModel's model_validate wrapper adds nothing for a
+            # non-table schema but costs a third of the time on this per-record path.
+            model = _VALIDATE(fields)
         except ValidationError as exc:
             reason = _reason(exc)
     if reason is not None:

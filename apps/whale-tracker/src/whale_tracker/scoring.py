@@ -8,7 +8,9 @@ and 10,000 ETH 0.6667. Exact Decimal arithmetic throughout; no floats.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from functools import cache
 
 WEI_PER_ETH = Decimal(10) ** 18
 DEFAULT_FLOOR_ETH = Decimal(100)
@@ -33,16 +35,30 @@ def whale_score(
     floor_eth: Decimal = DEFAULT_FLOOR_ETH,
     ceiling_eth: Decimal = DEFAULT_CEILING_ETH,
 ) -> Decimal:
+    """log(value/floor) / log(ceiling/floor), clamped to [0, 1], rounded half-up to 4 places.
+
+    Computed by binary search in the table of values where the rounded score steps up (built
+    once per pair of thresholds, exactly, in Decimal): a logarithm per row would cost more than
+    the rest of the ingest pipeline together.
+    """
+    steps = _steps(floor_eth, ceiling_eth)
+    return _SCORES[bisect_right(steps, value_eth)]
+
+
+_SCORES = [Decimal(k).scaleb(-4) for k in range(10_001)]  # 0.0000 … 1.0000
+
+
+@cache
+def _steps(floor_eth: Decimal, ceiling_eth: Decimal) -> list[Decimal]:
+    """steps[k-1]: the smallest value whose score rounds (half up) to k/10000, k = 1 … 10000."""
     if not Decimal(0) < floor_eth < ceiling_eth:
         raise ValueError("thresholds must satisfy 0 < floor < ceiling")
-    if value_eth <= floor_eth:
-        return Decimal(0).quantize(_SCORE_QUANTUM)
-    if value_eth >= ceiling_eth:
-        return Decimal(1).quantize(_SCORE_QUANTUM)
     with localcontext() as ctx:
-        ctx.prec = 28
-        ratio = (value_eth / floor_eth).log10() / (ceiling_eth / floor_eth).log10()
-    return ratio.quantize(_SCORE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        ctx.prec = 40
+        ln_span = (ceiling_eth / floor_eth).ln()
+        return [
+            floor_eth * ((Decimal(2 * k - 1) / 20_000) * ln_span).exp() for k in range(1, 10_001)
+        ]
 
 
 def usd(value_eth: Decimal, eth_usd: Decimal) -> Decimal:
