@@ -17,6 +17,11 @@ from database.models.registry import SCHEMAS
 from database.testing.factories import FACTORIES
 
 
+def _pk(row: Any) -> Any:
+    (column,) = row.__table__.primary_key.columns
+    return getattr(row, column.key)
+
+
 def _comparable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -31,7 +36,7 @@ def test_create_round_trips_through_the_table_to_public(table: str, db_session: 
     row = FACTORIES[table]()
     sent = schemas.create.model_validate(row.model_dump())
     db_session.expire_all()
-    stored = db_session.get(schemas.table, row.id)
+    stored = db_session.get(schemas.table, _pk(row))
     public = schemas.public.model_validate(stored)
     for field in type(sent).model_fields:
         assert _comparable(getattr(public, field)) == _comparable(getattr(sent, field)), field
@@ -103,6 +108,8 @@ SCHEMA_RULES: list[tuple[str, str, Any, str]] = [
     ("system_events", "message", "", "at least 1 character"),
     ("collection_runs", "status", "succeeded", "finished_at must be set"),
     ("collection_runs", "records_collected", -1, "greater than or equal to 0"),
+    ("evaluator_cursors", "name", "Has Spaces", "String should match pattern"),
+    ("evaluator_cursors", "last_id", None, "last_created_at and last_id go together"),
 ]
 
 
@@ -413,6 +420,21 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
         "update collection_runs set records_collected = -1 where id = :id",
         "ck_collection_runs_records_collected_nonnegative",
     ),
+    (
+        "evaluator_cursors",
+        "update evaluator_cursors set name = 'Bad Name' where name = :id",
+        "ck_evaluator_cursors_name_format",
+    ),
+    (
+        "evaluator_cursors",
+        "update evaluator_cursors set last_id = null where name = :id",
+        "ck_evaluator_cursors_position_complete",
+    ),
+    (
+        "alerts",
+        "update alerts set webhook_secret = 'short' where id = :id",
+        "ck_alerts_webhook_secret_length",
+    ),
 ]
 
 
@@ -422,7 +444,7 @@ def test_database_rejects_the_same_bad_row_from_plain_sql(
 ) -> None:
     row = FACTORIES[table]()
     with pytest.raises(DBAPIError) as caught, db_connection.begin_nested():
-        db_connection.execute(text(sql), {"id": row.id})
+        db_connection.execute(text(sql), {"id": _pk(row)})
     diag = caught.value.orig.diag  # type: ignore[union-attr]
     assert constraint in (diag.constraint_name or diag.column_name or ""), diag.message_primary
 

@@ -188,6 +188,7 @@ class Alert(TimestampsMixin, AlertBase, IdMixin, table=True):
         check("jsonb_typeof(conditions) = 'object'", "conditions_is_object"),
         check("conditions ->> 'alert_type' = alert_type", "conditions_match_type"),
         check(f"pg_column_size(conditions) <= {MAX_CONDITIONS_BYTES}", "conditions_size"),
+        check("char_length(webhook_secret) between 32 and 128", "webhook_secret_length"),
         check(
             "jsonb_typeof(channels) = 'array' and jsonb_array_length(channels) between 1 and 5",
             "channels_count",
@@ -197,6 +198,9 @@ class Alert(TimestampsMixin, AlertBase, IdMixin, table=True):
 
     user_id: uuid.UUID = Field(foreign_key="auth.users.id", ondelete="CASCADE")
     conditions: dict[str, Any] = Field(sa_type=JSONB)
+    # Signs this rule's webhook deliveries (HMAC-SHA256). Set by the service when a rule has a
+    # webhook channel; the owner can read it (RLS), no API response but creation shows it.
+    webhook_secret: str | None = Field(default=None, sa_type=_TEXT)
     channels: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"type": "in_app"}],
         sa_type=JSONB,
@@ -272,9 +276,10 @@ class AlertEvent(AlertEventBase, IdMixin, table=True):
         sa.UniqueConstraint("alert_id", "whale_transaction_id"),
         # Leads with user_id: the RLS policy column and "my events, newest first".
         sa.Index("ix_alert_events_user_id_triggered_at_id", "user_id", "triggered_at", "id"),
+        # The delivery loop's queue: pending events whose next attempt is due.
         sa.Index(
             "ix_alert_events_pending",
-            "triggered_at",
+            "next_attempt_at",
             postgresql_where=sa.text("delivery_status = 'pending'"),
         ),
         enum_check("delivery_status", DeliveryStatus),
@@ -295,6 +300,11 @@ class AlertEvent(AlertEventBase, IdMixin, table=True):
     )
     attempts: int = Field(default=0, ge=0, sa_column_kwargs={"server_default": "0"})
     last_error: str | None = Field(default=None, max_length=2_000, sa_type=_TEXT)
+    next_attempt_at: datetime = Field(
+        default_factory=utc_now,
+        sa_type=_TS,
+        sa_column_kwargs={"server_default": sa.text("now()"), "nullable": False},
+    )
     updated_at: datetime = Field(
         default_factory=utc_now,
         sa_type=_TS,
@@ -310,6 +320,7 @@ class AlertEventUpdate(SQLModel):
     delivery_status: DeliveryStatus | None = None
     attempts: int | None = Field(default=None, ge=0)
     last_error: str | None = Field(default=None, max_length=2_000)
+    next_attempt_at: AwareDatetime | None = None
 
 
 class AlertEventPublic(AlertEventBase):

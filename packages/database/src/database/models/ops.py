@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import sqlalchemy as sa
 from pydantic import AwareDatetime, model_validator
@@ -117,3 +117,43 @@ class CollectionRunUpdate(SQLModel):
 
 class CollectionRunPublic(CollectionRunBase):
     id: uuid.UUID
+
+
+# -- evaluator_cursors -----------------------------------------------------------------------
+
+CURSOR_NAME_PATTERN = "^[a-z0-9_.:-]{1,64}$"
+CursorName = Annotated[str, PydanticField(pattern=CURSOR_NAME_PATTERN)]
+
+
+class EvaluatorCursorBase(SQLModel):
+    # Where a consumer of a stream has got to: the last (created_at, id) it has handled.
+    name: CursorName = Field(primary_key=True, sa_type=_TEXT)
+    last_created_at: AwareDatetime | None = Field(default=None, sa_type=_TS)
+    last_id: uuid.UUID | None = None
+
+
+class EvaluatorCursor(EvaluatorCursorBase, table=True):
+    __tablename__ = "evaluator_cursors"
+    __table_args__ = (
+        check(f"name ~ '{CURSOR_NAME_PATTERN}'", "name_format"),
+        check("(last_created_at is null) = (last_id is null)", "position_complete"),
+        access_info(AccessClass.INTERNAL),
+    )
+
+    updated_at: datetime = Field(
+        default_factory=utc_now,
+        sa_type=_TS,
+        sa_column_kwargs={"server_default": sa.text("now()"), "nullable": False},
+    )
+
+
+class EvaluatorCursorCreate(EvaluatorCursorBase):
+    @model_validator(mode="after")
+    def _position_complete(self) -> Self:
+        if (self.last_created_at is None) != (self.last_id is None):
+            raise ValueError("last_created_at and last_id go together")
+        return self
+
+
+class EvaluatorCursorPublic(EvaluatorCursorBase):
+    updated_at: datetime

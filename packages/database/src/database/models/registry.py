@@ -66,6 +66,9 @@ SCHEMAS: dict[str, TableSchemas] = {
         ),
         TableSchemas(ops.SystemEvent, ops.SystemEventCreate, None, ops.SystemEventPublic),
         TableSchemas(
+            ops.EvaluatorCursor, ops.EvaluatorCursorCreate, None, ops.EvaluatorCursorPublic
+        ),
+        TableSchemas(
             ops.CollectionRun,
             ops.CollectionRunCreate,
             ops.CollectionRunUpdate,

@@ -29,6 +29,8 @@ from database.models import (
     CollectionRunCreate,
     Dex,
     DexCreate,
+    EvaluatorCursor,
+    EvaluatorCursorCreate,
     LiquidityZone,
     LiquidityZoneCreate,
     MarketData,
@@ -298,6 +300,17 @@ class CollectionRunFactory(ModelFactory):
     status = "running"
 
 
+class EvaluatorCursorFactory(ModelFactory):
+    create_schema = EvaluatorCursorCreate
+
+    class Meta:
+        model = EvaluatorCursor
+
+    name = factory.Sequence(lambda n: f"stream.{n}")
+    last_created_at = EPOCH
+    last_id = factory.LazyFunction(uuid.uuid4)
+
+
 #: Table name -> factory: the RLS matrix and contract tests walk every table through this.
 FACTORIES: dict[str, type[ModelFactory]] = {
     f._meta.model.__tablename__: f
@@ -316,5 +329,6 @@ FACTORIES: dict[str, type[ModelFactory]] = {
         AlertEventFactory,
         SystemEventFactory,
         CollectionRunFactory,
+        EvaluatorCursorFactory,
     )
 }
