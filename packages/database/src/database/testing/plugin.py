@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlmodel import Session
 
-from database.engine import Database
-from database.settings import load_settings
+from database.engine import Database, get_database
+from database.settings import get_settings, load_settings
 from database.testing.databases import create_test_database, drop_test_database, server_url
 from database.testing.factories import current_session
 from database.testing.identity import Identity, create_auth_user
@@ -84,3 +84,31 @@ def database(database_url: URL) -> Iterator[Database]:
     db = Database(settings=load_settings(), url=database_url)
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def settings_use_test_database(
+    monkeypatch: pytest.MonkeyPatch, database_url: URL
+) -> Iterator[None]:
+    """Code that builds its own Database from the settings (CLIs, apps) gets the test database."""
+    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+    get_settings.cache_clear()
+    get_database.cache_clear()
+    yield
+    get_settings.cache_clear()
+    get_database.cache_clear()
+
+
+@pytest.fixture
+def truncate_after(database: Database) -> Iterator[Callable[..., None]]:
+    """`truncate_after("t1", "t2")`: empty those tables when the test ends (for tests whose
+    code under test commits for real, on its own connections)."""
+    tables: list[str] = []
+
+    def register(*names: str) -> None:
+        tables.extend(names)
+
+    yield register
+    if tables:
+        with database.service_session() as session:
+            session.execute(text(f"truncate {', '.join(dict.fromkeys(tables))} cascade"))

@@ -1,0 +1,1 @@
+"""Alert service: users' rules under RLS, evaluation of new whale transactions, delivery."""
