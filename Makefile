@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
 
-.PHONY: help uv install advisors bench migrate-sql db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+.PHONY: help uv install advisors bench migrate-sql demo dev db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -18,6 +18,12 @@ uv:
 
 install: uv ## install the workspace (all packages + dev group) from uv.lock
 	@$(UV) sync --locked --all-packages --quiet
+
+demo: install ## the main job: database, migrations, sample feed, demo users + rules, evaluation, summary
+	@$(RUN) alert-service demo
+
+dev: install ## demo data, then both APIs and the worker; prints URLs and a token per demo user
+	@$(RUN) alert-service dev
 
 db-up: install ## start/reuse the database (embedded unless DATABASE_URL), migrate, print URL + health
 	@$(RUN) database up
@@ -53,6 +59,8 @@ lint: install ## ruff (lint + format check), mypy, and Supabase's advisors on th
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) mypy
+	@$(RUN) mypy apps/whale-tracker/src apps/whale-tracker/tests
+	@$(RUN) mypy apps/alert-service/src apps/alert-service/tests
 	@$(MAKE) --no-print-directory advisors
 
 advisors: install ## Supabase's database advisors (CLI via npx) on the migrated database; fails on WARN/ERROR

@@ -164,8 +164,13 @@ def create_app(
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
         checked = await request.app.state.database.ahealth_check()
-        return {"status": "ok", "database": {"server_version": checked.server_version,
-                                             "latency_ms": checked.latency_ms}}  # fmt: skip
+        return {
+            "status": "ok",
+            "database": {
+                "server_version": checked.server_version,
+                "latency_ms": checked.latency_ms,
+            },
+        }
 
     @app.exception_handler(InvalidTokenError)
     async def unauthorized(_: Request, exc: InvalidTokenError) -> JSONResponse:
@@ -174,8 +179,13 @@ def create_app(
 
     @app.exception_handler(InvalidInputError)
     async def invalid(_: Request, exc: InvalidInputError) -> JSONResponse:
-        detail = [{"loc": ["body" if "." in exc.field else "query", *exc.field.split(".")],
-                   "msg": exc.rule, "type": "value_error"}]  # fmt: skip
+        detail = [
+            {
+                "loc": ["body" if "." in exc.field else "query", *exc.field.split(".")],
+                "msg": exc.rule,
+                "type": "value_error",
+            }
+        ]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(DatabaseUnavailableError)

@@ -86,10 +86,14 @@ class Deliverer:
             error = "the rule has no webhook channel any more"
         else:
             body = json.dumps(
-                {"event_id": str(job.event_id), "alert_id": str(job.alert_id),
-                 "triggered_at": job.triggered_at.isoformat(), "data": job.payload},
+                {
+                    "event_id": str(job.event_id),
+                    "alert_id": str(job.alert_id),
+                    "triggered_at": job.triggered_at.isoformat(),
+                    "data": job.payload,
+                },
                 separators=(",", ":"),
-            ).encode()  # fmt: skip
+            ).encode()
             stamp = int(time.time())
             headers = {
                 "Content-Type": "application/json",

@@ -42,23 +42,55 @@ class DemoUser:
 def _users(busy: list[str]) -> list[DemoUser]:
     whale = "whale_transaction"
     return [
-        DemoUser("alice", "alice@demo.test", (
-            {"name": "1,000 ETH and up", "alert_type": whale,
-             "conditions": {"min_value_eth": "1000"}, "cooldown_seconds": 0},
-            {"name": "busiest wallet", "alert_type": whale, "conditions": {"addresses": busy[:1]},
-             "cooldown_seconds": 0},
-        )),
-        DemoUser("bob", "bob@demo.test", (
-            {"name": "$25M transfers", "alert_type": whale,
-             "conditions": {"min_value_usd": "25000000"}, "cooldown_seconds": 0},
-            {"name": "top scores, hourly at most", "alert_type": whale,
-             "conditions": {"min_whale_score": "0.8"}, "cooldown_seconds": 3600},
-        )),
-        DemoUser("carol", "carol@demo.test", (
-            {"name": "watched wallets", "alert_type": whale,
-             "conditions": {"addresses": busy[1:3], "chain": "ethereum"}, "cooldown_seconds": 0},
-        )),
-    ]  # fmt: skip
+        DemoUser(
+            "alice",
+            "alice@demo.test",
+            (
+                {
+                    "name": "1,000 ETH and up",
+                    "alert_type": whale,
+                    "conditions": {"min_value_eth": "1000"},
+                    "cooldown_seconds": 0,
+                },
+                {
+                    "name": "busiest wallet",
+                    "alert_type": whale,
+                    "conditions": {"addresses": busy[:1]},
+                    "cooldown_seconds": 0,
+                },
+            ),
+        ),
+        DemoUser(
+            "bob",
+            "bob@demo.test",
+            (
+                {
+                    "name": "$25M transfers",
+                    "alert_type": whale,
+                    "conditions": {"min_value_usd": "25000000"},
+                    "cooldown_seconds": 0,
+                },
+                {
+                    "name": "top scores, hourly at most",
+                    "alert_type": whale,
+                    "conditions": {"min_whale_score": "0.8"},
+                    "cooldown_seconds": 3600,
+                },
+            ),
+        ),
+        DemoUser(
+            "carol",
+            "carol@demo.test",
+            (
+                {
+                    "name": "watched wallets",
+                    "alert_type": whale,
+                    "conditions": {"addresses": busy[1:3], "chain": "ethereum"},
+                    "cooldown_seconds": 0,
+                },
+            ),
+        ),
+    ]
 
 
 def _run(*args: str) -> None:
@@ -69,20 +101,39 @@ def ingest_sample(count: int = FEED_SIZE) -> None:
     """Through the whale-tracker's own CLI: the demo uses the system the way people do."""
     with tempfile.TemporaryDirectory() as workdir:
         feed = str(Path(workdir) / "feed.jsonl")
-        _run("whale_tracker.cli", "generate", "--count", str(count), "--seed", str(FEED_SEED),
-             "--out", feed)  # fmt: skip
-        _run("whale_tracker.cli", "ingest", feed, "--eth-usd", "3000",
-             "--rejects", str(Path(workdir) / "rejects.jsonl"))  # fmt: skip
+        _run(
+            "whale_tracker.cli",
+            "generate",
+            "--count",
+            str(count),
+            "--seed",
+            str(FEED_SEED),
+            "--out",
+            feed,
+        )
+        _run(
+            "whale_tracker.cli",
+            "ingest",
+            feed,
+            "--eth-usd",
+            "3000",
+            "--rejects",
+            str(Path(workdir) / "rejects.jsonl"),
+        )
 
 
 def ensure_users(database: Database) -> dict[str, Any]:
     """The demo users and their rules (created once; a second run finds them)."""
     with database.service_session() as s:
-        busy = list(s.execute(sa.text(
-            "select a from (select from_address a from whale_transactions union all"
-            " select to_address from whale_transactions) x where a is not null"
-            " group by a order by count(*) desc, a limit 3"
-        )).scalars())  # fmt: skip
+        busy = list(
+            s.execute(
+                sa.text(
+                    "select a from (select from_address a from whale_transactions union all"
+                    " select to_address from whale_transactions) x where a is not null"
+                    " group by a order by count(*) desc, a limit 3"
+                )
+            ).scalars()
+        )
     ids = {}
     for user in _users(busy):
         with database.service_session() as s:
@@ -181,6 +232,12 @@ def dev_jwt_secret(folder: Path) -> str:
 
 def dev_token(secret: str, user_id: Any, email: str, *, hours: int = 12) -> str:
     now = int(time.time())
-    claims = {"sub": str(user_id), "email": email, "aud": "authenticated",
-              "role": "authenticated", "iat": now, "exp": now + hours * 3600}  # fmt: skip
+    claims = {
+        "sub": str(user_id),
+        "email": email,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + hours * 3600,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -124,7 +124,7 @@ class Repository(Generic[RowT]):
         next_cursor = encode_cursor([getattr(last, k.key) for k in keys])
         return RowsPage(rows[:limit], next_cursor)  # type: ignore[arg-type]
 
-    def create(self, *, data: BaseModel | Mapping[str, Any], **extra: Any) -> RowT:
+    def create(self, /, *, data: BaseModel | Mapping[str, Any], **extra: Any) -> RowT:
         """Insert a row from the Create schema (`extra`: fields it does not carry, e.g. user_id)."""
         row = build_row(self.model, validate(self.schemas().create, data), **extra)
         self.session.add(row)

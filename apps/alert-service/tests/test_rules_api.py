@@ -31,8 +31,13 @@ RULE = {
 
 
 def hs256(user: uuid.UUID, **overrides: Any) -> str:
-    claims = {"sub": str(user), "aud": "authenticated", "role": "authenticated",
-              "exp": int(time.time()) + 600, **overrides}  # fmt: skip
+    claims = {
+        "sub": str(user),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "exp": int(time.time()) + 600,
+        **overrides,
+    }
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
@@ -110,8 +115,10 @@ def test_user_a_cannot_see_or_touch_user_bs_rules_or_events(
     assert client.delete(f"/alerts/{theirs['id']}", headers=as_a).status_code == 404
     with database.service_session() as s:  # events exist for both; a reads only its own
         for rule in (mine.json(), theirs):
-            s.execute(text("insert into alert_events (alert_id, user_id) values (:a, :u)"),
-                      {"a": rule["id"], "u": rule["user_id"]})  # fmt: skip
+            s.execute(
+                text("insert into alert_events (alert_id, user_id) values (:a, :u)"),
+                {"a": rule["id"], "u": rule["user_id"]},
+            )
     events = client.get("/alert-events", headers=as_a).json()["data"]
     assert [e["alert_id"] for e in events] == [mine.json()["id"]]
     still = client.get(f"/alerts/{theirs['id']}", headers=auth(hs256(b))).json()
@@ -120,8 +127,14 @@ def test_user_a_cannot_see_or_touch_user_bs_rules_or_events(
 
 def test_crud_of_own_rules(client: TestClient, new_user: Callable[[], uuid.UUID]) -> None:
     me = auth(hs256(new_user()))
-    created = client.post("/alerts", json={**RULE, "channels": [
-        {"type": "in_app"}, {"type": "webhook", "url": "https://hooks.example/x"}]}, headers=me)  # fmt: skip
+    created = client.post(
+        "/alerts",
+        json={
+            **RULE,
+            "channels": [{"type": "in_app"}, {"type": "webhook", "url": "https://hooks.example/x"}],
+        },
+        headers=me,
+    )
     assert created.status_code == 201
     body = created.json()
     assert len(body["webhook_secret"]) == 64  # shown once
@@ -159,11 +172,13 @@ def test_limits(client: TestClient, new_user: Callable[[], uuid.UUID], database:
     uid = new_user()
     with database.service_session() as s:
         s.execute(
-            text("insert into alerts (user_id, name, alert_type, conditions) select :u, 'r' || g,"
-                 " 'whale_transaction', '{\"alert_type\": \"whale_transaction\", \"chain\": \"base\"}'"
-                 " from generate_series(1, :n) g"),
+            text(
+                "insert into alerts (user_id, name, alert_type, conditions) select :u, 'r' || g,"
+                ' \'whale_transaction\', \'{"alert_type": "whale_transaction", "chain": "base"}\''
+                " from generate_series(1, :n) g"
+            ),
             {"u": uid, "n": MAX_RULES_PER_USER},
-        )  # fmt: skip
+        )
     full = client.post("/alerts", json=RULE, headers=auth(hs256(uid)))
     assert full.status_code == 409 and "rule limit" in full.json()["detail"]
     huge = {**RULE, "name": "x" * (MAX_BODY_BYTES + 1)}
