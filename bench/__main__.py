@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import alert_service as alert_bench
 from bench import database as db_bench
 from bench import whale_tracker as wt_bench
 from bench.harness import HEADER, Report, fresh_database
@@ -43,6 +44,10 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as workdir:
             wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir))
         wt_bench.api_latency(report, url, clients=4, requests_each=50 if quick else 250)
+        alert_bench.evaluation(
+            report, url, transactions=10_000 if quick else 100_000, rules=200 if quick else 1_000
+        )
+        alert_bench.notify_delay(report, url, samples=10 if quick else 40)
     path = report.write()
     missed = [r for r in report.results if r.met is False]
     print(f"\n{len(report.results)} figures in {time.perf_counter() - started:.0f} s -> {path}")

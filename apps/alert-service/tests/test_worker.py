@@ -23,7 +23,7 @@ from database.engine import Database
 from database.models import WhaleTransactionCreate
 from database.repositories import AlertRepository, WhaleTransactionRepository
 
-SETTLE = 1.2  # the evaluator reads rows older than the oldest open transaction minus 1 s
+SETTLE = 0.4  # the evaluator reads rows older than the oldest open transaction minus 0.25 s
 
 
 def _whales(n: int, value_eth: str = "5000") -> list[WhaleTransactionCreate]:

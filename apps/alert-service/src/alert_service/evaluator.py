@@ -14,7 +14,9 @@ twice.
 
 Rows become visible in commit order, not created_at order: a long ingest transaction commits
 rows whose created_at is older than rows already evaluated. So a batch only reads rows older
-than every transaction still running (minus a second of margin), which are all committed.
+than every transaction still running, which are all committed. Bulk ingest stamps created_at
+with the database's now() (its transaction's start); the small margin covers rows created
+through the ORM, whose timestamp is taken in Python just before their transaction begins.
 """
 
 from __future__ import annotations
@@ -41,11 +43,20 @@ _LOCK_CURSOR = sa.text(
     "select last_created_at, last_id from evaluator_cursors where name = :name"
     " for update skip locked"
 )
+HORIZON_MARGIN_SECONDS = 0.25
+
 # Everything created before the oldest transaction still running is committed (or gone).
+# Only transactions that have written (they hold a transaction id) can add rows: long readers
+# (reports, idle sessions) do not hold evaluation back.
 _HORIZON = sa.text(
     "select least(now(), coalesce((select min(xact_start) from pg_stat_activity"
-    " where xact_start is not null and pid <> pg_backend_pid()), now()))"
-    " - interval '1 second'"
+    " where backend_xid is not null and pid <> pg_backend_pid()), now()))"
+    " - make_interval(secs => :margin)"
+)
+_PENDING = sa.text(
+    "select exists (select 1 from whale_transactions, evaluator_cursors c where c.name = :name"
+    " and (created_at, id) > (coalesce(c.last_created_at, '-infinity'),"
+    " coalesce(c.last_id, '00000000-0000-0000-0000-000000000000')))"
 )
 _NEXT = sa.text(
     "select id, created_at from whale_transactions"
@@ -83,7 +94,7 @@ class Evaluator:
             cursor = session.execute(_LOCK_CURSOR, {"name": self.stream}).one_or_none()
             if cursor is None:
                 return None
-            horizon = session.execute(_HORIZON).scalar_one()
+            horizon = session.execute(_HORIZON, {"margin": HORIZON_MARGIN_SECONDS}).scalar_one()
             rows = session.execute(
                 _NEXT,
                 {
@@ -122,6 +133,11 @@ class Evaluator:
                 return handled
             handled += size
 
+    def pending(self) -> bool:
+        """Are there transactions past the cursor (perhaps still too young to evaluate)?"""
+        with self.database.service_session() as session:
+            return bool(session.execute(_PENDING, {"name": self.stream}).scalar_one())
+
     def position(self) -> tuple[datetime | None, uuid.UUID | None]:
         with self.database.service_session() as session:
             row = session.execute(
@@ -137,6 +153,9 @@ class Evaluator:
             listener.execute(f"listen {NOTIFY_CHANNEL}")
             while not stop.is_set():
                 self.run_until_idle()
+                if self.pending():  # rows inside the safety margin: look again right after it
+                    stop.wait(HORIZON_MARGIN_SECONDS)
+                    continue
                 waited = 0.0
                 # Wake on a notification, on stop, or when the catch-up timer is due.
                 while not stop.is_set() and waited < catch_up_every:

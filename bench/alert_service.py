@@ -1,0 +1,127 @@
+"""Benchmarks of apps/alert-service: evaluation throughput and insert-to-event delay."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from decimal import Decimal
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from alert_service.evaluator import Evaluator
+from bench.database import truncate, whale_rows
+from bench.harness import Report, Result, connect, percentiles, timed
+from database.engine import Database
+from database.repositories import AlertRepository, WhaleTransactionRepository
+from database.settings import load_settings
+
+
+def _rules(url: URL, count: int, addresses: list[str]) -> None:
+    """`count` enabled rules over count/10 users: value thresholds, some watched addresses."""
+    rng = random.Random(3)
+    with connect(url) as conn:
+        users = [
+            row[0]
+            for row in conn.execute(
+                "insert into auth.users (id) select gen_random_uuid()"
+                " from generate_series(1, %s) returning id",
+                (max(1, count // 10),),
+            )
+        ]
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "copy alerts (user_id, name, alert_type, conditions, cooldown_seconds) from stdin"
+            ) as copy,
+        ):
+            for i in range(count):
+                conditions: dict[str, object] = {"alert_type": "whale_transaction"}
+                if i % 4 == 0:
+                    conditions["addresses"] = rng.sample(addresses, 3)
+                else:
+                    conditions["min_value_eth"] = str(rng.choice((500, 1000, 5000, 20_000)))
+                if i % 5 == 0:
+                    conditions["min_whale_score"] = "0.5"
+                copy.write_row(
+                    (users[i % len(users)], f"rule {i}", "whale_transaction",
+                     psycopg.types.json.Jsonb(conditions), 0)
+                )  # fmt: skip
+        conn.commit()
+
+
+def evaluation(report: Report, url: URL, *, transactions: int, rules: int) -> None:
+    g = "alerts"
+    for table in ("alert_events", "alerts", "evaluator_cursors", "whale_transactions"):
+        truncate(url, table)
+    rows = whale_rows(transactions, seed=9)
+    db = Database(settings=load_settings(), url=url)
+    with db.service_session() as s:
+        WhaleTransactionRepository(s).upsert_many(rows=rows)
+    _rules(url, rules, [r.from_address for r in rows[:200]])
+    with connect(url) as conn:
+        conn.autocommit = True
+        conn.execute("vacuum analyze alerts")
+        conn.execute("vacuum analyze whale_transactions")
+    time.sleep(0.5)  # past the evaluator's safety margin
+
+    # Baseline: the SQL matching alone over the same transactions, in batches of 1,000.
+    with db.service_session() as s:
+        ids = list(
+            s.execute(text("select id from whale_transactions order by created_at, id")).scalars()
+        )
+
+        def match_only() -> int:
+            return sum(
+                len(AlertRepository(s).matching_whale_alerts(transaction_ids=ids[i : i + 1000]))
+                for i in range(0, len(ids), 1000)
+            )
+
+        seconds, matches = timed(match_only)
+    pairs = transactions * rules
+    base = report.add(Result(g, "SQL matching only (baseline)", round(pairs / seconds), "pairs/s",
+                             note=f"{transactions:,} transactions x {rules:,} rules"))  # fmt: skip
+    evaluator = Evaluator(db)
+    seconds, handled = timed(evaluator.run_until_idle)
+    assert handled == transactions, handled
+    report.add(Result(g, "evaluator: match + record events + cursor", round(pairs / seconds),
+                      "pairs/s", base.name, round(seconds and (pairs / seconds) / base.value, 3),
+                      note=f"{evaluator.stats.events:,} events ({matches:,} matches)"))  # fmt: skip
+    db.dispose()
+
+
+def notify_delay(report: Report, url: URL, *, samples: int) -> None:
+    """Insert one transaction at a time; time from commit to its recorded event."""
+    g = "alerts"
+    db = Database(settings=load_settings(), url=url)
+    evaluator = Evaluator(db)
+    evaluator.run_until_idle()
+    stop = threading.Event()
+    worker = threading.Thread(target=evaluator.run, args=(stop,), kwargs={"catch_up_every": 5.0})
+    worker.start()
+    delays = []
+    try:
+        for i, row in enumerate(whale_rows(samples, seed=77)):
+            big = row.model_copy(update={"value_eth": Decimal(50_000), "hash": "0x" + f"{i:064x}"})
+            with db.service_session() as s:
+                WhaleTransactionRepository(s).upsert_many(rows=[big])
+            committed = time.perf_counter()
+            with connect(url) as conn:
+                conn.autocommit = True
+                while not conn.execute(
+                    "select exists (select 1 from alert_events e join whale_transactions t"
+                    " on t.id = e.whale_transaction_id where t.hash = %s)",
+                    (big.hash,),
+                ).fetchone()[0]:  # type: ignore[index]
+                    time.sleep(0.005)
+            delays.append((time.perf_counter() - committed) * 1000)
+    finally:
+        stop.set()
+        worker.join()
+        db.dispose()
+    p50, p95 = percentiles(delays)
+    report.add(Result(g, "insert -> alert event p50 (NOTIFY)", round(p50, 1), "ms",
+                      note="includes the evaluator's 250 ms safety margin"))  # fmt: skip
+    report.add(Result(g, "insert -> alert event p95 (NOTIFY)", round(p95, 1), "ms"))
