@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from alert_service.changes import NotifySource, RealtimeSource, change_source
 from alert_service.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, Backoff, Deliverer, verify
 from alert_service.evaluator import Evaluator
 from database.engine import Database
 from database.models import WhaleTransactionCreate
 from database.repositories import AlertRepository, WhaleTransactionRepository
+from database.settings import load_settings
 
 SETTLE = 0.4  # the evaluator reads rows older than the oldest open transaction minus 0.25 s
 
@@ -264,3 +266,15 @@ def test_webhook_that_always_fails_ends_failed(
     (event,) = _events(database, alert)
     assert (event.delivery_status, event.attempts, event.last_error) == ("failed", 4, "HTTP 503")
     assert len(handler.seen) == 4
+
+
+def test_the_change_source_follows_the_settings(database: Database) -> None:
+    plain = change_source(database, load_settings())
+    try:
+        assert isinstance(plain, NotifySource)
+    finally:
+        plain.close()
+    hosted = load_settings(
+        supabase_url="https://abcd.supabase.co", supabase_service_role_key="sb_secret_x"
+    )
+    assert isinstance(change_source(database, hosted), RealtimeSource)  # connects on first wait

@@ -22,9 +22,11 @@ from database.errors import DatabasePackageError
 
 
 def _worker() -> int:
+    from alert_service.changes import change_source
     from alert_service.delivery import Deliverer
     from alert_service.evaluator import Evaluator
     from database.engine import Database
+    from database.settings import get_settings
 
     stop = threading.Event()
 
@@ -36,10 +38,13 @@ def _worker() -> int:
     signal.signal(signal.SIGINT, shutdown)
     database = Database()
     evaluator, deliverer = Evaluator(database), Deliverer(database)
+    source = change_source(database, get_settings())
+    logging.getLogger("alert_service").info("listening through %s", type(source).__name__)
     delivery = threading.Thread(target=deliverer.run, args=(stop,), name="delivery")
     delivery.start()
     try:
-        evaluator.run(stop)  # returns after the batch in hand; the cursor is committed with it
+        # Returns after the batch in hand; the cursor is committed with it.
+        evaluator.run(stop, source=source)
     finally:
         stop.set()
         delivery.join()
@@ -108,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from alert_service.demo import run_demo
 
             logging.getLogger("alert_service").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
             print(run_demo())
             return 0
         return _dev()

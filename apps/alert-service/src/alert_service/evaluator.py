@@ -27,12 +27,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
 import sqlalchemy as sa
 
-from database.bootstrap import psycopg_conninfo
+from alert_service.changes import ChangeSource, NotifySource
 from database.engine import Database
-from database.models.whales import NOTIFY_CHANNEL
 from database.repositories import AlertEventRepository, AlertRepository
 
 log = logging.getLogger("alert_service.evaluator")
@@ -146,19 +144,28 @@ class Evaluator:
             ).one()
         return row.last_created_at, row.last_id
 
-    def run(self, stop: threading.Event, *, catch_up_every: float = 5.0) -> None:
-        """LISTEN for new transactions; also catch up at start and every `catch_up_every`
-        seconds. Returns after the batch in hand once `stop` is set."""
-        with psycopg.connect(psycopg_conninfo(self.database.url), autocommit=True) as listener:
-            listener.execute(f"listen {NOTIFY_CHANNEL}")
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        source: ChangeSource | None = None,
+        catch_up_every: float = 5.0,
+    ) -> None:
+        """Evaluate whenever `source` announces new transactions (default: LISTEN/NOTIFY), and
+        catch up at start and every `catch_up_every` seconds. Returns after the batch in hand
+        once `stop` is set."""
+        source = source or NotifySource(self.database)
+        try:
             while not stop.is_set():
                 self.run_until_idle()
                 if self.pending():  # rows inside the safety margin: look again right after it
                     stop.wait(HORIZON_MARGIN_SECONDS)
                     continue
                 waited = 0.0
-                # Wake on a notification, on stop, or when the catch-up timer is due.
+                # Wake on a signal, on stop, or when the catch-up timer is due.
                 while not stop.is_set() and waited < catch_up_every:
-                    if any(True for _ in listener.notifies(timeout=0.25, stop_after=1)):
+                    if source.wait(0.25):
                         break
                     waited += 0.25
+        finally:
+            source.close()

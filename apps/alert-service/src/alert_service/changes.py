@@ -1,0 +1,111 @@
+"""Where the worker hears about new whale transactions: one evaluator, two possible sources.
+
+* `NotifySource` - PostgreSQL LISTEN on the channel the schema notifies once per INSERT/COPY
+  statement. Works everywhere, including the embedded database and CI.
+* `RealtimeSource` - Supabase Realtime `postgres_changes` INSERT events on
+  public.whale_transactions (the table is in the `supabase_realtime` publication), through the
+  async supabase-py client; used when SUPABASE_URL and the service key are set.
+
+Either one only wakes the evaluator; what gets evaluated always comes from the cursor, so a
+missed or duplicated signal costs a little latency, never a missed or doubled alert (the
+worker also catches up on a timer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Protocol
+
+import psycopg
+from realtime.types import RealtimePostgresChangesListenEvent
+
+from database.bootstrap import psycopg_conninfo
+from database.engine import Database
+from database.models.whales import NOTIFY_CHANNEL
+from database.settings import Settings
+
+
+class ChangeSource(Protocol):
+    def wait(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds; True when new transactions were announced."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NotifySource:
+    def __init__(self, database: Database) -> None:
+        self.connection = psycopg.connect(psycopg_conninfo(database.url), autocommit=True)
+        self.connection.execute(f"listen {NOTIFY_CHANNEL}")
+
+    def wait(self, timeout: float) -> bool:
+        return any(True for _ in self.connection.notifies(timeout=timeout, stop_after=1))
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class RealtimeSource:
+    """Subscribes on a background event loop (Realtime needs the async client)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.woken = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def _start(self) -> None:
+        ready = threading.Event()
+
+        async def subscribe() -> None:
+            from database.supabase_clients import async_service_client
+
+            try:
+                client = await async_service_client(settings=self.settings)
+                channel = client.channel("alert-service-whale-transactions")
+                channel.on_postgres_changes(
+                    RealtimePostgresChangesListenEvent.Insert,
+                    schema="public",
+                    table="whale_transactions",
+                    callback=self._on_insert,
+                )
+                await channel.subscribe()
+            except Exception as exc:  # reported by the next wait()
+                self.error = exc
+            finally:
+                ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.create_task(subscribe())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="realtime", daemon=True)
+        self.thread.start()
+        ready.wait(timeout=30)
+
+    def _on_insert(self, _: Any) -> None:
+        self.woken.set()
+
+    def wait(self, timeout: float) -> bool:
+        if self.thread is None:
+            self._start()
+        if self.error is not None:
+            raise RuntimeError(f"Supabase Realtime subscription failed: {self.error}")
+        woken = self.woken.wait(timeout)
+        self.woken.clear()
+        return woken
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+
+
+def change_source(database: Database, settings: Settings) -> ChangeSource:
+    """Realtime when the project's API is configured, LISTEN/NOTIFY otherwise."""
+    if settings.supabase_url is not None and settings.supabase_service_role_key is not None:
+        return RealtimeSource(settings)
+    return NotifySource(database)
