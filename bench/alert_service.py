@@ -42,7 +42,9 @@ def _rules(url: URL, count: int, addresses: list[str]) -> None:
                 if i % 4 == 0:
                     conditions["addresses"] = rng.sample(addresses, 3)
                 else:
-                    conditions["min_value_eth"] = str(rng.choice((500, 1000, 5000, 20_000)))
+                    conditions["min_value_eth"] = str(
+                        rng.choice((10_000, 50_000, 100_000, 500_000))
+                    )
                 if i % 5 == 0:
                     conditions["min_whale_score"] = "0.5"
                 copy.write_row(
