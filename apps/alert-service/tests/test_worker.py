@@ -206,6 +206,20 @@ def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
     server.shutdown()
 
 
+def _webhook_rule(database: Database, rule: Callable[..., uuid.UUID], url: str) -> uuid.UUID:
+    """A rule delivering to `url` (set by SQL: the API only takes https; the receiver is http)."""
+    alert = rule(channels=[{"type": "webhook", "url": "https://placeholder.example/hook"}])
+    with database.service_session() as s:
+        s.execute(
+            text(
+                "update alerts set channels = jsonb_build_array(jsonb_build_object("
+                "'type', 'webhook', 'url', cast(:u as text))) where id = :a"
+            ),
+            {"u": url, "a": alert},
+        )
+    return alert
+
+
 def _deliver_until(deliverer: Deliverer, done: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 20
     while not done():
@@ -219,15 +233,7 @@ def test_webhook_retried_until_accepted_once_with_a_valid_signature(
 ) -> None:
     url, handler = receiver
     handler.failures = 2
-    alert = rule(channels=[{"type": "webhook", "url": "https://placeholder.example/hook"}])
-    with database.service_session() as s:  # the API only takes https; the test receiver is http
-        s.execute(
-            text(
-                "update alerts set channels = jsonb_build_array(jsonb_build_object("
-                "'type', 'webhook', 'url', cast(:u as text))) where id = :a"
-            ),
-            {"u": url, "a": alert},
-        )
+    alert = _webhook_rule(database, rule, url)
     ingest(1)
     time.sleep(SETTLE)
     Evaluator(database).run_until_idle()
@@ -249,15 +255,7 @@ def test_webhook_that_always_fails_ends_failed(
 ) -> None:
     url, handler = receiver
     handler.failures = 10**6
-    alert = rule(channels=[{"type": "webhook", "url": "https://placeholder.example/hook"}])
-    with database.service_session() as s:
-        s.execute(
-            text(
-                "update alerts set channels = jsonb_build_array(jsonb_build_object("
-                "'type', 'webhook', 'url', cast(:u as text))) where id = :a"
-            ),
-            {"u": url, "a": alert},
-        )
+    alert = _webhook_rule(database, rule, url)
     ingest(1)
     time.sleep(SETTLE)
     Evaluator(database).run_until_idle()

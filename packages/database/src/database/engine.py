@@ -23,7 +23,7 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -87,6 +87,17 @@ class Health:
     database: str
     user: str
     pool: PoolStatus
+
+    def report(self) -> dict[str, Any]:
+        """What a /health endpoint shows (no names of databases or users)."""
+        return {
+            "status": "ok",
+            "database": {
+                "server_version": self.server_version,
+                "latency_ms": self.latency_ms,
+                "pool": asdict(self.pool),
+            },
+        }
 
 
 def _pool_status(pool: Pool) -> PoolStatus:

@@ -175,6 +175,29 @@ def _validated_chunks(
         yield models
 
 
+class _Feed:
+    """The validated chunks of one call, with its failures turned into the package's errors."""
+
+    def __init__(self, rows: Iterable[Any], plan: _Plan, chunk_size: int) -> None:
+        self._progress = [0]
+        self._chunks = _validated_chunks(rows, plan, chunk_size, self._progress)
+
+    @property
+    def read(self) -> int:
+        return self._progress[0]
+
+    def next(self, *, committed: UpsertResult) -> list[BaseModel] | None:
+        try:
+            return next(self._chunks, None)
+        except InvalidInputError as exc:
+            exc.committed = committed  # type: ignore[attr-defined]
+            raise
+        except _InputFailedError as exc:
+            raise BulkWriteError(
+                f"the input failed after row {self.read}: {exc.__cause__!r}", committed=committed
+            ) from exc.__cause__
+
+
 class _InputFailedError(Exception):
     """The caller's iterator raised; carried out of the chunk generator as the cause."""
 
@@ -304,20 +327,8 @@ def upsert_many(
     )
     direct: bool | None = None
     total = UpsertResult()
-    progress = [0]
-    chunks = _validated_chunks(rows, plan, chunk_size, progress)
-    while True:
-        try:
-            models = next(chunks, None)
-        except InvalidInputError as exc:
-            exc.committed = total  # type: ignore[attr-defined]
-            raise
-        except _InputFailedError as exc:
-            raise BulkWriteError(
-                f"the input failed after row {progress[0]}: {exc.__cause__!r}", committed=total
-            ) from exc.__cause__
-        if models is None:
-            return total
+    feed = _Feed(rows, plan, chunk_size)
+    while (models := feed.next(committed=total)) is not None:
         tuples: list[tuple[Any, ...]] = []
         unique = tuples
         try:
@@ -347,9 +358,9 @@ def upsert_many(
             session.commit()
         except Exception as exc:
             session.rollback()
-            first = progress[0] - len(models)
+            first = feed.read - len(models)
             raise BulkWriteError(
-                f"chunk of rows {first}-{progress[0] - 1} failed: {_reason(exc)}", committed=total
+                f"chunk of rows {first}-{feed.read - 1} failed: {_reason(exc)}", committed=total
             ) from exc
         total = total + UpsertResult(
             rows=len(models),
@@ -359,6 +370,7 @@ def upsert_many(
             merged_duplicates=len(models) - len(unique),
             chunks=1,
         )
+    return total
 
 
 def _keep(
@@ -418,20 +430,8 @@ def copy_many(
         sql.Identifier(plan.table.schema or "public", plan.table.name), _ident_list(plan.columns)
     )
     total = UpsertResult()
-    progress = [0]
-    chunks = _validated_chunks(rows, plan, chunk_size, progress)
-    while True:
-        try:
-            models = next(chunks, None)
-        except InvalidInputError as exc:
-            exc.committed = total  # type: ignore[attr-defined]
-            raise
-        except _InputFailedError as exc:
-            raise BulkWriteError(
-                f"the input failed after row {progress[0]}: {exc.__cause__!r}", committed=total
-            ) from exc.__cause__
-        if models is None:
-            return total
+    feed = _Feed(rows, plan, chunk_size)
+    while (models := feed.next(committed=total)) is not None:
         try:
             with _gc_paused():
                 copy_rows(session, target, plan.tuples(models))
@@ -440,6 +440,7 @@ def copy_many(
             session.rollback()
             raise BulkWriteError(f"copy failed: {_reason(exc)}", committed=total) from exc
         total = total + UpsertResult(rows=len(models), inserted=len(models), chunks=1)
+    return total
 
 
 def _reason(exc: BaseException) -> str:
