@@ -94,6 +94,8 @@ def test_filters(client: TestClient, loaded: int) -> None:
     scored = client.get("/whale-transactions", params={"min_score": "0.5"}).json()["data"]
     assert all(Decimal(t["whale_score"]) >= Decimal("0.5") for t in scored)
     assert client.get("/whale-transactions", params={"chain": "arbitrum"}).json()["data"] == []
+    zero = client.get("/whale-transactions", params={"limit": 200}).json()["data"]
+    assert all("E" not in t["value_eth"] for t in zero)  # plain notation, also for zero
 
 
 def test_one_by_hash_and_daily_stats(client: TestClient, loaded: int) -> None:

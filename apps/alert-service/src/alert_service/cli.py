@@ -74,6 +74,11 @@ def _dev() -> int:
     for name, uid in users.items():
         print(f"\n{name}: Authorization: Bearer {dev_token(secret, uid, f'{name}@demo.test')}")
     print("\nCtrl-C stops everything.")
+
+    def interrupt(signum: int, _: FrameType | None) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the children too, like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         for child in children:
             child.wait()

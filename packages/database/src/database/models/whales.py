@@ -5,7 +5,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, field_serializer
 from sqlmodel import Field, SQLModel
 
 from database.access import AccessClass, access_info
@@ -81,11 +81,16 @@ class WhaleTransactionUpdate(SQLModel):
     whale_score: Score | None = None
 
 
-# What the API returns.
+# What the API returns. Amounts are decimal strings in plain notation ("0.000000000000000000",
+# never "0E-18"), so clients parse them exactly.
 class WhaleTransactionPublic(WhaleTransactionBase):
     id: uuid.UUID
     created_at: datetime
     updated_at: datetime
+
+    @field_serializer("value_eth", "value_usd", "whale_score", when_used="json")
+    def _plain(self, value: Decimal | None) -> str | None:
+        return None if value is None else format(value, "f")
 
 
 class WhaleTransactionsPublic(Page[WhaleTransactionPublic]):
