@@ -41,13 +41,11 @@ async def caller_session(
         async with db.async_anon_session() as s:
             yield s
         return
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise InvalidTokenError("Authorization must be 'Bearer <access token>'")
     verifier = request.app.state.verifier
     if verifier is None:
         verifier = request.app.state.verifier = TokenVerifier.from_settings()
-    claims = await anyio.to_thread.run_sync(verifier.verify, token.strip())
+    # JWKS may need fetching: off the event loop.
+    claims = await anyio.to_thread.run_sync(verifier.verify_header, authorization)
     async with db.async_user_session(claims=claims) as s:
         yield s
 

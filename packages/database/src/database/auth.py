@@ -66,6 +66,13 @@ class TokenVerifier:
         )
         return cls(jwt_secret=settings.supabase_jwt_secret, jwks_url=jwks)
 
+    def verify_header(self, authorization: str) -> dict[str, Any]:
+        """The claims of an `Authorization: Bearer <token>` header's token."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidTokenError("Authorization must be 'Bearer <access token>'")
+        return self.verify(token.strip())
+
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or InvalidTokenError saying what is wrong with it."""
         try:
