@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
 
-.PHONY: help uv install advisors bench migrate-sql demo dev db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+.PHONY: help uv install advisors bench docs docs-check migrate-sql demo dev db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -20,10 +20,10 @@ install: uv ## install the workspace (all packages + dev group) from uv.lock
 	@$(UV) sync --locked --all-packages --quiet
 
 demo: install ## the main job: database, migrations, sample feed, demo users + rules, evaluation, summary
-	@$(RUN) alert-service demo
+	@$(RUN) python -m demo
 
 dev: install ## demo data, then both APIs and the worker; prints URLs and a token per demo user
-	@$(RUN) alert-service dev
+	@$(RUN) python -m demo dev
 
 db-up: install ## start/reuse the database (embedded unless DATABASE_URL), migrate, print URL + health
 	@$(RUN) database up
@@ -55,17 +55,21 @@ revision: install ## autogenerate a revision: make revision m="add foo"
 test: install ## run every test (embedded database unless DATABASE_URL is set)
 	@$(RUN) pytest
 
-lint: install ## ruff (lint + format check), mypy, and Supabase's advisors on the migrated database
+lint: install ## ruff (lint + format check), mypy, the schema reference, Supabase's advisors
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) mypy
 	@$(RUN) mypy apps/whale-tracker/src apps/whale-tracker/tests
 	@$(RUN) mypy apps/alert-service/src apps/alert-service/tests
+	@$(RUN) database docs --check
 	@$(MAKE) --no-print-directory advisors
 
 advisors: install ## Supabase's database advisors (CLI via npx) on the migrated database; fails on WARN/ERROR
 	@$(RUN) database migrate >/dev/null
 	@$(RUN) database advisors
+
+docs: install ## regenerate docs/schema.md from the code (CI fails when it is stale)
+	@$(RUN) database docs
 
 format: install ## apply ruff's formatting and safe fixes
 	@$(RUN) ruff format .

@@ -12,10 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from alert_service.evaluator import Evaluator
+from alert_service.queries import match_whale_rules
 from bench.database import truncate, whale_rows
 from bench.harness import Report, Result, connect, percentiles, timed
-from database.engine import Database
-from database.repositories import AlertRepository, WhaleTransactionRepository
+from database.repositories import BulkWriter
+from database.schema import WhaleTransaction
+from database.sessions import Database
 from database.settings import load_settings
 
 
@@ -60,8 +62,7 @@ def evaluation(report: Report, url: URL, *, transactions: int, rules: int) -> No
         truncate(url, table)
     rows = whale_rows(transactions, seed=9)
     db = Database(settings=load_settings(), url=url)
-    with db.service_session() as s:
-        WhaleTransactionRepository(s).upsert_many(rows=rows)
+    BulkWriter(db).upsert(WhaleTransaction, rows=rows)
     _rules(url, rules, [r.from_address for r in rows[:200]])
     with connect(url) as conn:
         conn.autocommit = True
@@ -77,7 +78,7 @@ def evaluation(report: Report, url: URL, *, transactions: int, rules: int) -> No
 
         def match_only() -> int:
             return sum(
-                len(AlertRepository(s).matching_whale_alerts(transaction_ids=ids[i : i + 1000]))
+                len(match_whale_rules(s, transaction_ids=ids[i : i + 1000]))
                 for i in range(0, len(ids), 1000)
             )
 
@@ -107,8 +108,7 @@ def notify_delay(report: Report, url: URL, *, samples: int) -> None:
     try:
         for i, row in enumerate(whale_rows(samples, seed=77)):
             big = row.model_copy(update={"value_eth": Decimal(50_000), "hash": "0x" + f"{i:064x}"})
-            with db.service_session() as s:
-                WhaleTransactionRepository(s).upsert_many(rows=[big])
+            BulkWriter(db).upsert(WhaleTransaction, rows=[big])
             committed = time.perf_counter()
             with connect(url) as conn:
                 conn.autocommit = True

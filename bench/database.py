@@ -21,10 +21,17 @@ from sqlalchemy.engine import URL
 from sqlmodel import Session, create_engine
 
 from bench.harness import Report, Result, connect, percentiles, timed
-from database.engine import Database, user_claims
-from database.models import OhlcvCreate, Timeframe, WhaleTransaction, WhaleTransactionCreate
-from database.models.types import uuid7
-from database.repositories import AlertRepository, OhlcvRepository, WhaleTransactionRepository
+from database.repositories import BulkWriter, OhlcvRepository, Repository
+from database.schema import (
+    Alert,
+    Ohlcv,
+    OhlcvCreate,
+    Timeframe,
+    WhaleTransaction,
+    WhaleTransactionCreate,
+)
+from database.schema.types import uuid7
+from database.sessions import Database, user_claims
 from database.settings import load_settings
 
 START = datetime(2025, 1, 6, tzinfo=UTC)  # a Monday: on every timeframe's grid
@@ -184,15 +191,14 @@ def bulk_whales(report: Report, url: URL, n: int, repeat: int) -> None:
     rows = whale_rows(n, seed=1)
     tuples = whale_tuples(rows)
     engine = create_engine(url)
+    db = Database(settings=load_settings(), url=url)
+    writer = BulkWriter(db)
 
     def empty() -> None:
         truncate(url, "whale_transactions")
 
     def upsert(batch: list[Any], expect: str) -> float:
-        with Session(engine) as session:
-            seconds, result = timed(
-                lambda: WhaleTransactionRepository(session).upsert_many(rows=batch)
-            )
+        seconds, result = timed(lambda: writer.upsert(WhaleTransaction, rows=batch))
         assert getattr(result, expect) == n, result
         return seconds
 
@@ -219,7 +225,7 @@ def bulk_whales(report: Report, url: URL, n: int, repeat: int) -> None:
         g, "SQLModel add_all+commit (baseline)", n, orm_seconds, note="object construction included"
     )
     seconds = median_seconds(lambda: upsert(rows, "inserted"), setup=empty, repeat=repeat)
-    name = "package upsert_many, empty table"
+    name = "package upsert, empty table"
     report.rate(g, name, n, seconds, baseline=hand, at_least=0.8)
     report.rate(g, name, n, seconds, baseline=orm_result, at_least=5)
     report.rate(g, name, n, seconds, baseline=copy)
@@ -244,7 +250,7 @@ def bulk_whales(report: Report, url: URL, n: int, repeat: int) -> None:
     ups_runs = [upsert(changed_models(), "updated") for _ in range(repeat)]
     report.rate(
         g,
-        "package upsert_many, all conflicting",
+        "package upsert, all conflicting",
         n,
         statistics.median(ups_runs),
         baseline=hand_conflict,
@@ -254,7 +260,7 @@ def bulk_whales(report: Report, url: URL, n: int, repeat: int) -> None:
     upsert(same, "updated")
     report.rate(
         g,
-        "package upsert_many, all unchanged",
+        "package upsert, all unchanged",
         n,
         upsert(same, "unchanged"),
         baseline=hand_conflict,
@@ -263,7 +269,7 @@ def bulk_whales(report: Report, url: URL, n: int, repeat: int) -> None:
     dicts = [r.model_dump() for r in rows]
     report.rate(
         g,
-        "package upsert_many from dicts (validates)",
+        "package upsert from dicts (validates)",
         n,
         median_seconds(lambda: upsert(dicts, "inserted"), setup=empty, repeat=repeat),
         baseline=hand,
@@ -273,12 +279,11 @@ def bulk_whales(report: Report, url: URL, n: int, repeat: int) -> None:
 
 
 def _rss_child(url: str, n: int, chunk: int) -> None:
-    """Run in a subprocess: stream `n` bars through upsert_many, print peak RSS (KiB)."""
+    """Run in a subprocess: stream `n` bars through BulkWriter.upsert, print peak RSS (KiB)."""
     from sqlalchemy.engine import make_url
 
-    engine = create_engine(make_url(url))
-    with Session(engine) as session:
-        OhlcvRepository(session).upsert_many(rows=bars(n), chunk_size=chunk)
+    db = Database(settings=load_settings(), url=make_url(url))
+    BulkWriter(db, chunk_size=chunk).upsert(Ohlcv, rows=bars(n))
     print(_peak_rss_kib())
 
 
@@ -311,20 +316,18 @@ def bulk_ohlcv(report: Report, url: URL, n: int, growth: list[int], repeat: int)
     g = f"ohlcv {n // 1000}k"
     models = list(bars(n))
     tuples = bar_tuples(models)
-    engine = create_engine(url)
+    writer = BulkWriter(Database(settings=load_settings(), url=url))
 
     def empty() -> None:
         truncate(url, "ohlcv")
 
     def upsert(batch: list[OhlcvCreate]) -> float:
-        with Session(engine) as session:
-            seconds, result = timed(lambda: OhlcvRepository(session).upsert_many(rows=batch))
+        seconds, result = timed(lambda: writer.upsert(Ohlcv, rows=batch))
         assert result.inserted == len(batch), result
         return seconds
 
     def insert() -> float:
-        with Session(engine) as session:
-            return timed(lambda: OhlcvRepository(session).insert_many(rows=models))[0]
+        return timed(lambda: writer.copy(Ohlcv, rows=models))[0]
 
     def copy_run() -> float:
         return raw_copy(url, "ohlcv", OHLCV_COLUMNS, tuples)
@@ -334,10 +337,10 @@ def bulk_ohlcv(report: Report, url: URL, n: int, growth: list[int], repeat: int)
     )
     tuples.clear()
     full = median_seconds(lambda: upsert(models), setup=empty, repeat=repeat)
-    report.rate(g, "package upsert_many, empty table", n, full, baseline=copy, at_least=0.6)
+    report.rate(g, "package upsert, empty table", n, full, baseline=copy, at_least=0.6)
     report.rate(
         g,
-        "package insert_many (COPY)",
+        "package copy (COPY)",
         n,
         median_seconds(insert, setup=empty, repeat=repeat),
         baseline=copy,
@@ -352,14 +355,14 @@ def bulk_ohlcv(report: Report, url: URL, n: int, growth: list[int], repeat: int)
             )
     smallest = min(growth)
     base = report.add(
-        Result("growth", f"upsert_many at {smallest:,} rows", round(per_row[smallest], 2), "us/row")
+        Result("growth", f"upsert at {smallest:,} rows", round(per_row[smallest], 2), "us/row")
     )
     for size in sorted(growth)[1:]:
         ratio = per_row[size] / per_row[smallest]
         report.add(
             Result(
                 "growth",
-                f"upsert_many at {size:,} rows",
+                f"upsert at {size:,} rows",
                 round(per_row[size], 2),
                 "us/row",
                 base.name,
@@ -386,7 +389,7 @@ def bulk_ohlcv(report: Report, url: URL, n: int, growth: list[int], repeat: int)
     small = report.add(
         Result(
             g,
-            f"peak RSS, upsert_many streaming {n // 10:,} rows",
+            f"peak RSS, upsert streaming {n // 10:,} rows",
             round(peaks[n // 10] / 1024, 1),
             "MiB",
         )
@@ -395,7 +398,7 @@ def bulk_ohlcv(report: Report, url: URL, n: int, growth: list[int], repeat: int)
     report.add(
         Result(
             g,
-            f"peak RSS, upsert_many streaming {n:,} rows",
+            f"peak RSS, upsert streaming {n:,} rows",
             round(peaks[n] / 1024, 1),
             "MiB",
             small.name,
@@ -405,7 +408,6 @@ def bulk_ohlcv(report: Report, url: URL, n: int, growth: list[int], repeat: int)
             note=f"chunks of {chunk:,} rows",
         )
     )
-    engine.dispose()
 
 
 def ohlcv_queries(report: Report, url: URL, gap_bars: int, missing: int, runs: int) -> None:
@@ -476,8 +478,7 @@ def ohlcv_queries(report: Report, url: URL, gap_bars: int, missing: int, runs: i
     series = [
         b.model_copy(update={"symbol": "GAP/USDT"}) for b in bars(gap_bars, symbols=1, skip=holes)
     ]
-    with db.service_session() as session:
-        OhlcvRepository(session).copy_many(rows=series)
+    BulkWriter(db).copy(Ohlcv, rows=series)
     with connect(url) as conn:
         conn.autocommit = True
         conn.execute("vacuum analyze ohlcv")
@@ -540,6 +541,10 @@ def _fetch_and_scan(conn: Any, end: datetime) -> int:
     return missing + (end - previous) // step - 1
 
 
+class Alerts(Repository[Alert]):
+    model = Alert
+
+
 def rls_read(report: Report, url: URL, users: int, per_user: int, runs: int) -> None:
     with connect(url) as conn:
         conn.execute(
@@ -565,16 +570,16 @@ def rls_read(report: Report, url: URL, users: int, per_user: int, runs: int) -> 
     as_user, as_service = [], []
     for _ in range(runs):
         with db.user_session(claims=user_claims(user_id=uid)) as session:
-            seconds, rows = timed(lambda s=session: AlertRepository(s).list(limit=per_user))  # type: ignore[misc]
-            assert len(rows.rows) == per_user
+            seconds, rows = timed(lambda s=session: Alerts(s).list(limit=per_user))  # type: ignore[misc]
+            assert len(rows.data) == per_user
             as_user.append(seconds * 1000)
         with db.service_session() as session:
             seconds, rows = timed(
-                lambda s=session: AlertRepository(s).list(  # type: ignore[misc]
+                lambda s=session: Alerts(s).list(  # type: ignore[misc]
                     filters={"user_id": uid}, limit=per_user
                 )
             )
-            assert len(rows.rows) == per_user
+            assert len(rows.data) == per_user
             as_service.append(seconds * 1000)
     g = f"rls {users * per_user // 1000}k"
     service = report.add(

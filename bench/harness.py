@@ -21,8 +21,10 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from database.bootstrap import psycopg_conninfo
-from database.testing.databases import create_test_database, drop_test_database, server_url
+from database.connect import conninfo
+from database.settings import load_settings
+from database_tools.embedded import server_url
+from database_tools.testdb import create_test_database, drop_test_database
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -112,7 +114,7 @@ def _row(r: Result) -> str:
 
 @contextmanager
 def fresh_database(prefix: str = "bench") -> Iterator[URL]:
-    url = create_test_database(server_url(), prefix=prefix)
+    url = create_test_database(server_url(load_settings()), prefix=prefix)
     try:
         yield url
     finally:
@@ -120,7 +122,7 @@ def fresh_database(prefix: str = "bench") -> Iterator[URL]:
 
 
 def connect(url: URL) -> psycopg.Connection[Any]:
-    return psycopg.connect(psycopg_conninfo(url))
+    return psycopg.connect(conninfo(url))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

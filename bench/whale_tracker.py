@@ -15,17 +15,16 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy.engine import URL
-from sqlmodel import Session, create_engine
 
 from bench.database import truncate
 from bench.harness import Report, Result, percentiles, timed
-from database.engine import Database
-from database.models import WhaleTransactionCreate
-from database.repositories import WhaleTransactionRepository
+from database.repositories import BulkWriter, WhaleTransactionRepository
+from database.schema import WhaleTransaction, WhaleTransactionCreate
+from database.sessions import Database
 from database.settings import load_settings
-from whale_tracker.generate import write
-from whale_tracker.ingest import IngestOptions, ingest
-from whale_tracker.sources import Format, records
+from whale_tracker.ingest.generate import write
+from whale_tracker.ingest.pipeline import IngestOptions, ingest
+from whale_tracker.ingest.sources import Format, records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,12 +43,11 @@ def ingest_file(report: Report, url: URL, n: int, workdir: Path) -> None:
         fields = {**raw.fields, "whale_score": "0.5", "value_usd": "1"}
         models.append(WhaleTransactionCreate.model_validate(fields))
     truncate(url, "whale_transactions")
-    engine = create_engine(url)
-    with Session(engine) as session:
-        seconds, _ = timed(lambda: WhaleTransactionRepository(session).upsert_many(rows=models))
-    engine.dispose()
+    db = Database(settings=load_settings(), url=url)
+    seconds, _ = timed(lambda: BulkWriter(db).upsert(WhaleTransaction, rows=models))
+    db.dispose()
     models.clear()
-    base = report.rate(g, "package upsert_many of parsed rows (baseline)", n, seconds)
+    base = report.rate(g, "package upsert of parsed rows (baseline)", n, seconds)
 
     truncate(url, "whale_transactions")
     db = Database(settings=load_settings(), url=url)

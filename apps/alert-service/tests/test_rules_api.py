@@ -18,9 +18,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from alert_service.api import MAX_BODY_BYTES, MAX_RULES_PER_USER, create_app
-from database.auth import TokenVerifier
-from database.engine import Database
+from alert_service.api import MAX_BODY_BYTES, create_app
+from alert_service.rules import MAX_RULES_PER_USER
+from database.sessions import Database
+from service_kit.tokens import TokenVerifier
 
 SECRET = "alert-service-test-secret-long-enough-for-hs256"
 RULE = {

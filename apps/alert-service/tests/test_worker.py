@@ -20,9 +20,10 @@ from sqlalchemy import text
 from alert_service.changes import NotifySource, RealtimeSource, change_source
 from alert_service.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, Backoff, Deliverer, verify
 from alert_service.evaluator import Evaluator
-from database.engine import Database
-from database.models import WhaleTransactionCreate
-from database.repositories import AlertRepository, WhaleTransactionRepository
+from alert_service.rules import AlertRepository
+from database.repositories import BulkWriter
+from database.schema import WhaleTransaction, WhaleTransactionCreate
+from database.sessions import Database
 from database.settings import load_settings
 
 SETTLE = 0.4  # the evaluator reads rows older than the oldest open transaction minus 0.25 s
@@ -50,8 +51,7 @@ def _whales(n: int, value_eth: str = "5000") -> list[WhaleTransactionCreate]:
 def ingest(database: Database) -> Callable[..., list[WhaleTransactionCreate]]:
     def run(n: int, value_eth: str = "5000") -> list[WhaleTransactionCreate]:
         rows = _whales(n, value_eth)
-        with database.service_session() as s:
-            WhaleTransactionRepository(s).upsert_many(rows=rows)
+        BulkWriter(database).upsert(WhaleTransaction, rows=rows)
         return rows
 
     return run

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from database.engine import Database
 from database.repositories import MarketDataRepository
+from database.sessions import Database
 from whale_tracker import cli
-from whale_tracker.generate import write
-from whale_tracker.ingest import IngestOptions, StrictModeError, ingest
-from whale_tracker.scoring import wei_to_eth, whale_score
-from whale_tracker.sources import Format, SourceError
+from whale_tracker.ingest.generate import write
+from whale_tracker.ingest.pipeline import IngestOptions, StrictModeError, ingest
+from whale_tracker.ingest.scoring import wei_to_eth, whale_score
+from whale_tracker.ingest.sources import Format, SourceError
 
 
 def _rows(database: Database, sql: str = "select count(*) from whale_transactions") -> object:

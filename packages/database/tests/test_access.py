@@ -19,10 +19,9 @@ from sqlmodel import Session
 
 from database import access
 from database.access import AccessClass, TableAccess, declared
-from database.migrate import alembic_config
-from database.models.registry import SCHEMAS
-from database.testing import Identity
-from database.testing.factories import (
+from database.migrations import alembic_config
+from database.schema.registry import SCHEMAS
+from database_tools.factories import (
     FACTORIES,
     AlertFactory,
     DexFactory,
@@ -30,6 +29,7 @@ from database.testing.factories import (
     WhaleTransactionFactory,
     new_auth_user,
 )
+from database_tools.identities import Identity
 
 DENIED = "denied"
 ALL = {"select": 1, "insert": 1, "update": 1, "delete": 1}

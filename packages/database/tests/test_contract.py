@@ -13,8 +13,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
-from database.models.registry import SCHEMAS
-from database.testing.factories import FACTORIES
+from database.schema.registry import SCHEMAS
+from database_tools.factories import FACTORIES
 
 
 def _pk(row: Any) -> Any:
@@ -128,7 +128,7 @@ def test_create_schema_rejects_with_field_and_rule(
 
 
 def test_unknown_condition_keys_are_named(db_session: Session) -> None:
-    from database.models.alerts import AlertUpdate
+    from database.schema.alerts import AlertUpdate
 
     with pytest.raises(ValidationError) as caught:
         AlertUpdate.model_validate(

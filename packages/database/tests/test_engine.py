@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-from database.engine import Database, user_claims
 from database.errors import DatabaseUnavailableError
+from database.sessions import Database, user_claims
 from database.settings import TRANSACTION_POOLER_PORT, load_settings
-from database.testing.network import tcp_forwarder
+from database_tools.network import tcp_forwarder
 
 IDENTITY = text(
     "select current_user as role, auth.uid() as uid, auth.role() as auth_role,"

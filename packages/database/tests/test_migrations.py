@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from database.bootstrap import psycopg_conninfo
+from database.connect import conninfo
 from database.errors import MigrationError
-from database.migrate import (
+from database.migrations import (
     MIGRATIONS_DIR,
     current_revision,
     downgrade,
@@ -22,8 +22,8 @@ from database.migrate import (
     upgrade,
     upgrade_sql,
 )
-from database.models.base import VERSION_TABLE_SCHEMA
-from database.testing.databases import create_test_database, drop_test_database
+from database.schema.base import VERSION_TABLE_SCHEMA
+from database_tools.testdb import create_test_database, drop_test_database
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def unmigrated_database(database_server_url: URL) -> Iterator[URL]:
 
 
 def _psql() -> str:
-    from database.local import _bin_dir
+    from database_tools.embedded import _bin_dir
 
     bundled = _bin_dir() / "psql"
     return str(bundled) if bundled.exists() else "psql"
@@ -122,7 +122,7 @@ def test_migrate_sql_applied_with_psql_builds_the_same_schema(
         upgrade_sql(url=unmigrated_database, from_revision=None, output=out)
     done = subprocess.run(
         [_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script),
-         psycopg_conninfo(unmigrated_database)],
+         conninfo(unmigrated_database)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -3,7 +3,6 @@ quotes, rule matching, daily statistics."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,17 +12,17 @@ from sqlalchemy import Connection, event
 from sqlmodel import Session
 
 from database.errors import InvalidInputError
-from database.models import OhlcvCreate, Timeframe
 from database.repositories import (
-    AlertRepository,
     MarketDataRepository,
     OhlcvRepository,
     ProfileRepository,
+    Repository,
     WatchlistRepository,
     WhaleTransactionRepository,
 )
-from database.testing import Identity
-from database.testing.factories import (
+from database.schema import Alert, Ohlcv, OhlcvCreate, Timeframe
+from database.schema.base import build_row
+from database_tools.factories import (
     EPOCH,
     AlertFactory,
     MarketDataFactory,
@@ -32,8 +31,18 @@ from database.testing.factories import (
     WhaleTransactionFactory,
     new_auth_user,
 )
+from database_tools.identities import Identity
 
 # -- generic CRUD and pages ------------------------------------------------------------------
+
+
+class AlertRepository(Repository[Alert]):
+    model = Alert
+
+
+def _store(session: Session, bars: list[OhlcvCreate]) -> None:
+    session.add_all([build_row(Ohlcv, bar) for bar in bars])
+    session.flush()
 
 
 def test_crud_in_user_sessions_sees_only_own_rows(db_session: Session, identity: Identity) -> None:
@@ -45,7 +54,7 @@ def test_crud_in_user_sessions_sees_only_own_rows(db_session: Session, identity:
         assert repo.update(id=mine.id, data={"enabled": False}) is not None
     with identity.as_user(b):
         assert repo.get(id=mine.id) is None
-        assert repo.list().rows == []
+        assert repo.list().data == []
         assert repo.update(id=mine.id, data={"name": "stolen"}) is None
         assert repo.delete(id=mine.id) is False
     with identity.as_user(a):
@@ -76,14 +85,14 @@ def test_keyset_pages_have_no_duplicates_or_gaps_and_no_offset(
     repo = WhaleTransactionRepository(db_session)
     seen, cursor, pages = [], None, 0
     while True:
-        page = repo.recent(limit=10, cursor=cursor)
-        seen += [t.id for t in page.rows]
+        page = repo.search(limit=10, cursor=cursor)
+        seen += [t.id for t in page.data]
         pages += 1
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
     assert pages == 3 and len(seen) == 25 == len(set(seen))
-    times = [t.block_timestamp for t in repo.recent(limit=25).rows]
+    times = [t.block_timestamp for t in repo.search(limit=25).data]
     assert times == sorted(times, reverse=True)
     assert not any("OFFSET" in s.upper() for s in statements)
 
@@ -96,7 +105,7 @@ def test_bad_page_requests_name_the_parameter(
     db_session: Session, kwargs: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(InvalidInputError) as caught:
-        WhaleTransactionRepository(db_session).recent(**kwargs)
+        WhaleTransactionRepository(db_session).search(**kwargs)
     assert caught.value.field == field
 
 
@@ -149,8 +158,8 @@ SERIES = {"source": "binance", "symbol": "btc/usdt", "timeframe": "1m"}
 
 def test_range_and_latest(db_session: Session) -> None:
     repo = OhlcvRepository(db_session)
-    repo.insert_many(rows=_bars(list(range(600))))
-    repo.insert_many(rows=_bars(list(range(10)), symbol="ETH/USDT"))
+    _store(db_session, _bars(list(range(600))))
+    _store(db_session, _bars(list(range(10)), symbol="ETH/USDT"))
     bars = repo.get_range(
         **SERIES, start=EPOCH + timedelta(minutes=50), end=EPOCH + timedelta(minutes=550)
     )
@@ -168,7 +177,7 @@ def test_range_and_latest(db_session: Session) -> None:
 def test_gaps_inside_and_at_both_edges(db_session: Session) -> None:
     repo = OhlcvRepository(db_session)
     present = [m for m in range(3, 100) if m not in {10, 11, 12, 50}]
-    repo.insert_many(rows=_bars(present))
+    _store(db_session, _bars(present))
     gaps = repo.gaps(**SERIES, start=EPOCH, end=EPOCH + timedelta(minutes=105))
     found = [
         (
@@ -188,7 +197,7 @@ def test_gaps_inside_and_at_both_edges(db_session: Session) -> None:
 def test_resample_one_minute_to_one_hour(db_session: Session) -> None:
     repo = OhlcvRepository(db_session)
     bars = _bars(list(range(120)))
-    repo.insert_many(rows=bars)
+    _store(db_session, bars)
     hours = repo.resample(**SERIES, to="1h", start=EPOCH, end=EPOCH + timedelta(hours=2))
     assert len(hours) == 2
     first = bars[:60]
@@ -241,34 +250,6 @@ def test_latest_quote_per_symbol(db_session: Session) -> None:
     assert repo.latest(symbols=[]) == []
 
 
-# -- alert matching ----------------------------------------------------------------------------
-
-
-def test_rules_are_matched_in_sql(db_session: Session) -> None:
-    watched = "0x" + "cd" * 20
-    user = new_auth_user()
-
-    def rule(conditions: dict[str, Any], enabled: bool = True) -> uuid.UUID:
-        return AlertFactory(user_id=user, conditions=conditions, enabled=enabled).id  # type: ignore[no-any-return]
-
-    big = rule({"min_value_eth": "1000"})
-    usd = rule({"min_value_usd": "5000000"})
-    on_arbitrum = rule({"chain": "arbitrum"})
-    address = rule({"addresses": [watched]})
-    score = rule({"min_whale_score": "0.9", "min_value_eth": "10"})
-    rule({"min_value_eth": "1"}, enabled=False)
-
-    def tx(**kw: Any) -> uuid.UUID:
-        return WhaleTransactionFactory(**kw).id  # type: ignore[no-any-return]
-
-    t1 = tx(value_eth=Decimal(2000), value_usd=Decimal(6000000), whale_score=Decimal("0.5"))
-    t2 = tx(value_eth=Decimal(20), value_usd=None, chain="arbitrum", whale_score=Decimal("0.95"))
-    t3 = tx(value_eth=Decimal(5), value_usd=Decimal(10), to_address=None, from_address=watched)
-    matches = AlertRepository(db_session).matching_whale_alerts(transaction_ids=[t1, t2, t3])
-    got = {(m.alert_id, m.whale_transaction_id) for m in matches}
-    assert got == {(big, t1), (usd, t1), (on_arbitrum, t2), (score, t2), (address, t3)}
-
-
 # -- profiles and watchlists -------------------------------------------------------------------
 
 
@@ -281,7 +262,7 @@ def test_profiles_and_watchlists_by_user(db_session: Session, identity: Identity
         me = profiles.mine()
         assert me is not None and me.id == mine.id
         assert profiles.by_username(username=theirs.username) is None  # RLS: not mine
-        assert len(watchlist.for_user(user_id=mine.id).rows) == 3
-        assert watchlist.for_user(user_id=theirs.id).rows == []
+        assert len(watchlist.for_user(user_id=mine.id).data) == 3
+        assert watchlist.for_user(user_id=theirs.id).data == []
     with identity.as_service():
-        assert len(watchlist.for_user(user_id=theirs.id).rows) == 1
+        assert len(watchlist.for_user(user_id=theirs.id).data) == 1

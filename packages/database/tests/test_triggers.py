@@ -11,12 +11,12 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL
 from sqlmodel import Session
 
-from database.bootstrap import psycopg_conninfo
-from database.engine import Database
-from database.models.base import build_row
-from database.models.whales import NOTIFY_CHANNEL, WhaleTransaction
-from database.testing import Identity
-from database.testing.factories import AlertFactory, WhaleTransactionFactory, new_auth_user
+from database.connect import conninfo
+from database.schema.base import build_row
+from database.schema.whales import NOTIFY_CHANNEL, WhaleTransaction
+from database.sessions import Database
+from database_tools.factories import AlertFactory, WhaleTransactionFactory, new_auth_user
+from database_tools.identities import Identity
 
 
 def test_updated_at_is_kept_current_by_the_database(
@@ -46,7 +46,7 @@ def test_updated_at_is_kept_current_by_the_database(
 
 @pytest.fixture
 def listener(database_url: URL) -> Iterator[psycopg.Connection[object]]:
-    conn = psycopg.connect(psycopg_conninfo(database_url), autocommit=True)
+    conn = psycopg.connect(conninfo(database_url), autocommit=True)
     conn.execute(f"listen {NOTIFY_CHANNEL}")
     yield conn
     conn.close()

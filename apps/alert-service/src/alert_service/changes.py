@@ -17,12 +17,11 @@ import asyncio
 import threading
 from typing import Any, Protocol
 
-import psycopg
 from realtime.types import RealtimePostgresChangesListenEvent
 
-from database.bootstrap import psycopg_conninfo
-from database.engine import Database
-from database.models.whales import NOTIFY_CHANNEL
+from database.connect import Purpose, connect_raw
+from database.schema.whales import NOTIFY_CHANNEL
+from database.sessions import Database
 from database.settings import Settings
 
 
@@ -36,7 +35,7 @@ class ChangeSource(Protocol):
 
 class NotifySource:
     def __init__(self, database: Database) -> None:
-        self.connection = psycopg.connect(psycopg_conninfo(database.url), autocommit=True)
+        self.connection = connect_raw(database.url, purpose=Purpose.SERVICE, autocommit=True)
         self.connection.execute(f"listen {NOTIFY_CHANNEL}")
 
     def wait(self, timeout: float) -> bool:
@@ -60,7 +59,7 @@ class RealtimeSource:
         ready = threading.Event()
 
         async def subscribe() -> None:
-            from database.supabase_clients import async_service_client
+            from service_kit.supabase import async_service_client
 
             try:
                 client = await async_service_client(settings=self.settings)

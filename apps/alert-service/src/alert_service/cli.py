@@ -1,130 +1,109 @@
-"""`alert-service`: serve, worker, demo, dev.
+"""`alert-service`: the rules API and the worker.
 
-alert-service serve [--host H] [--port P]     the rules API
-alert-service worker                          evaluator + webhook delivery until SIGTERM/SIGINT
-alert-service demo                            the end-to-end demo on the embedded database
-alert-service dev                             demo data, then both APIs and a worker
+    alert-service serve [--host H] [--port P] [--workers N]   the rules API
+    alert-service worker [--until-idle]                       evaluator + webhook delivery
+
+Exit codes: 0 success, 1 a clear error (printed without a traceback), 2 bad usage.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Annotated
+
+import typer
 
 from database.errors import DatabasePackageError
+from service_kit.console import Output, run
+from service_kit.serve import add_serve_command
+
+app = typer.Typer(
+    name="alert-service",
+    help="Users' alert rules under RLS, evaluation of new whale transactions, delivery.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("alert_service")
 
 
-def _worker() -> int:
+@app.callback()
+def _logging(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+add_serve_command(
+    app, factory="alert_service.api:create_app", port=8002, summary="Run the rules API."
+)
+
+
+@app.command()
+def worker(
+    until_idle: Annotated[
+        bool, typer.Option(help="evaluate what is there, deliver what is due, then exit")
+    ] = False,
+    json: Annotated[bool, typer.Option("--json", help="with --until-idle: counts as JSON")] = False,
+) -> None:
+    """Evaluate new whale transactions and deliver webhooks until SIGTERM/SIGINT."""
     from alert_service.changes import change_source
     from alert_service.delivery import Deliverer
     from alert_service.evaluator import Evaluator
-    from database.engine import Database
+    from database.sessions import Database
     from database.settings import get_settings
 
-    stop = threading.Event()
-
-    def shutdown(signum: int, _: FrameType | None) -> None:
-        logging.getLogger("alert_service").info("signal %d: finishing the batch in hand", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
-    database = Database()
-    evaluator, deliverer = Evaluator(database), Deliverer(database)
-    source = change_source(database, get_settings())
-    logging.getLogger("alert_service").info("listening through %s", type(source).__name__)
-    delivery = threading.Thread(target=deliverer.run, args=(stop,), name="delivery")
-    delivery.start()
     try:
-        # Returns after the batch in hand; the cursor is committed with it.
-        evaluator.run(stop, source=source)
-    finally:
-        stop.set()
-        delivery.join()
-        database.dispose()
-    return 0
+        database = Database()
+        evaluator, deliverer = Evaluator(database), Deliverer(database)
+        if until_idle:
+            transactions = evaluator.catch_up()
+            delivered = deliverer.deliver_due()
+            Output(json=json).record(
+                "worker",
+                {
+                    "transactions": transactions,
+                    "events": evaluator.stats.events,
+                    "webhooks_tried": delivered,
+                },
+            )
+            database.dispose()
+            return
+        stop = threading.Event()
 
+        def shutdown(signum: int, _: FrameType | None) -> None:
+            log.info("signal %d: finishing the batch in hand", signum)
+            stop.set()
 
-def _dev() -> int:
-    from alert_service.demo import dev_jwt_secret, dev_token, ensure_users, run_demo
-    from database.engine import Database
-    from database.settings import get_settings
-
-    secret = dev_jwt_secret(get_settings().local_db_dir)
-    database = Database()
-    print(run_demo(database))
-    users = ensure_users(database)
-    database.dispose()
-    env = {**os.environ, "SUPABASE_JWT_SECRET": secret}
-    python = sys.executable
-    children = [
-        subprocess.Popen([python, "-m", "whale_tracker.cli", "serve", "--port", "8001"], env=env),  # noqa: S603
-        subprocess.Popen([python, "-m", "alert_service.cli", "serve", "--port", "8002"], env=env),  # noqa: S603
-        subprocess.Popen([python, "-m", "alert_service.cli", "worker"], env=env),  # noqa: S603
-    ]
-    print("\nwhale tracker API  http://127.0.0.1:8001/docs")
-    print("alert service API  http://127.0.0.1:8002/docs   (worker running)")
-    for name, uid in users.items():
-        print(f"\n{name}: Authorization: Bearer {dev_token(secret, uid, f'{name}@demo.test')}")
-    print("\nCtrl-C stops everything.")
-
-    def interrupt(signum: int, _: FrameType | None) -> None:
-        raise KeyboardInterrupt  # SIGTERM stops the children too, like Ctrl-C
-
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        for child in children:
-            child.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait()
-    return 0
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        source = change_source(database, get_settings())
+        log.info("listening through %s", type(source).__name__)
+        delivery = threading.Thread(target=deliverer.run, args=(stop,), name="delivery")
+        delivery.start()
+        try:
+            # Returns after the batch in hand; the cursor is committed with it.
+            evaluator.run(stop, source=source)
+        finally:
+            stop.set()
+            delivery.join()
+            database.dispose()
+    except DatabasePackageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="alert-service", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the rules API (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8002)
-    sub.add_parser("worker", help="evaluate new whale transactions and deliver webhooks")
-    sub.add_parser("demo", help="end-to-end demo on the embedded database")
-    sub.add_parser("dev", help="demo data, then both APIs and a worker")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        if args.command == "serve":
-            import uvicorn
-
-            from alert_service.api import create_app
-
-            uvicorn.run(create_app(), host=args.host, port=args.port)
-            return 0
-        if args.command == "worker":
-            return _worker()
-        if args.command == "demo":
-            from alert_service.demo import run_demo
-
-            logging.getLogger("alert_service").setLevel(logging.WARNING)
-            logging.getLogger("alembic").setLevel(logging.WARNING)
-            print(run_demo())
-            return 0
-        return _dev()
-    except DatabasePackageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run(app, argv)
 
 
 if __name__ == "__main__":

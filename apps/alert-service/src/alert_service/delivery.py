@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from database.engine import Database
-from database.repositories import AlertEventRepository
-from database.repositories.alerts import WebhookJob
+from alert_service import queries
+from alert_service.queries import WebhookJob
+from database.sessions import Database
 
 log = logging.getLogger("alert_service.delivery")
 
@@ -75,7 +75,7 @@ class Deliverer:
     def deliver_due(self, *, limit: int = 50) -> int:
         """Claim due deliveries, POST them, record the outcomes. Returns how many were tried."""
         with self.database.service_session() as session:
-            jobs = AlertEventRepository(session).claim_webhooks(limit=limit)
+            jobs = queries.claim_webhooks(session, limit=limit, lease_seconds=60)
         for job in jobs:
             self._deliver(job)
         return len(jobs)
@@ -108,7 +108,8 @@ class Deliverer:
                 error = f"{type(exc).__name__}: {exc}"
         last = job.attempt >= self.backoff.max_attempts
         with self.database.service_session() as session:
-            AlertEventRepository(session).settle(
+            queries.settle_delivery(
+                session,
                 event_id=job.event_id,
                 delivered=error is None,
                 error=error,

@@ -23,45 +23,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlalchemy as sa
-
+from alert_service import queries
 from alert_service.changes import ChangeSource, NotifySource
-from database.engine import Database
-from database.repositories import AlertEventRepository, AlertRepository
+from database.sessions import Database
 
 log = logging.getLogger("alert_service.evaluator")
 
 STREAM = "alerts.whale_transactions"
-
-_LOCK_CURSOR = sa.text(
-    "select last_created_at, last_id from evaluator_cursors where name = :name"
-    " for update skip locked"
-)
 HORIZON_MARGIN_SECONDS = 0.25
-
-# Everything created before the oldest transaction still running is committed (or gone).
-# Only transactions that have written (they hold a transaction id) can add rows: long readers
-# (reports, idle sessions) do not hold evaluation back.
-_HORIZON = sa.text(
-    "select least(now(), coalesce((select min(xact_start) from pg_stat_activity"
-    " where backend_xid is not null and pid <> pg_backend_pid()), now()))"
-    " - make_interval(secs => :margin)"
-)
-_PENDING = sa.text(
-    "select exists (select 1 from whale_transactions, evaluator_cursors c where c.name = :name"
-    " and (created_at, id) > (coalesce(c.last_created_at, '-infinity'),"
-    " coalesce(c.last_id, '00000000-0000-0000-0000-000000000000')))"
-)
-_NEXT = sa.text(
-    "select id, created_at from whale_transactions"
-    " where (created_at, id) > (coalesce(cast(:after as timestamptz), '-infinity'),"
-    " coalesce(cast(:after_id as uuid), '00000000-0000-0000-0000-000000000000'))"
-    " and created_at < :horizon order by created_at, id limit :limit"
-)
 
 
 @dataclass
@@ -80,41 +54,26 @@ class Evaluator:
         self.stream = stream
         self.stats = Stats()
         with database.service_session() as session:
-            session.execute(
-                sa.text("insert into evaluator_cursors (name) values (:n) on conflict do nothing"),
-                {"n": stream},
-            )
+            queries.ensure_cursor(session, stream=stream)
 
     def run_batch(self) -> int | None:
         """Evaluate the next batch. Returns its size (0: caught up), or None when another
         worker holds the cursor."""
         with self.database.service_session() as session:
-            cursor = session.execute(_LOCK_CURSOR, {"name": self.stream}).one_or_none()
+            cursor = queries.lock_cursor(session, stream=self.stream)
             if cursor is None:
                 return None
-            horizon = session.execute(_HORIZON, {"margin": HORIZON_MARGIN_SECONDS}).scalar_one()
-            rows = session.execute(
-                _NEXT,
-                {
-                    "after": cursor.last_created_at,
-                    "after_id": cursor.last_id,
-                    "horizon": horizon,
-                    "limit": self.batch_size,
-                },
-            ).all()
+            horizon = queries.visibility_horizon(session, margin_seconds=HORIZON_MARGIN_SECONDS)
+            rows = queries.next_transactions(
+                session, after=cursor, horizon=horizon, limit=self.batch_size
+            )
             if not rows:
                 return 0
-            matches = AlertRepository(session).matching_whale_alerts(
-                transaction_ids=[r.id for r in rows]
-            )
-            events = AlertEventRepository(session).record_whale_matches(matches=matches)
+            matches = queries.match_whale_rules(session, transaction_ids=[r.id for r in rows])
+            events = queries.record_whale_events(session, matches=matches)
             last = rows[-1]
-            session.execute(
-                sa.text(
-                    "update evaluator_cursors set last_created_at = :at, last_id = :id"
-                    " where name = :name"
-                ),
-                {"at": last.created_at, "id": last.id, "name": self.stream},
+            queries.advance_cursor(
+                session, stream=self.stream, to=queries.Position(last.created_at, last.id)
             )
         self.stats.batches += 1
         self.stats.transactions += len(rows)
@@ -131,18 +90,29 @@ class Evaluator:
                 return handled
             handled += size
 
+    def catch_up(self, *, timeout: float = 60.0) -> int:
+        """Evaluate until nothing is pending, waiting out rows still inside the safety margin;
+        transactions handled. TimeoutError when another worker keeps the cursor that long."""
+        handled = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            handled += self.run_until_idle()
+            if not self.pending():
+                return handled
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.stream}: not caught up after {timeout:.0f} s")
+            time.sleep(HORIZON_MARGIN_SECONDS)
+
     def pending(self) -> bool:
         """Are there transactions past the cursor (perhaps still too young to evaluate)?"""
         with self.database.service_session() as session:
-            return bool(session.execute(_PENDING, {"name": self.stream}).scalar_one())
+            position = queries.cursor_position(session, stream=self.stream)
+            return queries.transactions_after(session, position=position)
 
     def position(self) -> tuple[datetime | None, uuid.UUID | None]:
         with self.database.service_session() as session:
-            row = session.execute(
-                sa.text("select last_created_at, last_id from evaluator_cursors where name = :n"),
-                {"n": self.stream},
-            ).one()
-        return row.last_created_at, row.last_id
+            position = queries.cursor_position(session, stream=self.stream)
+        return position.created_at, position.id
 
     def run(
         self,

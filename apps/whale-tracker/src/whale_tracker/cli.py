@@ -1,12 +1,5 @@
 """`whale-tracker`: ingest, generate, serve.
 
-    whale-tracker ingest PATH... [--format jsonl|csv|etherscan] [--eth-usd PRICE]
-                                 [--min-value-eth ETH] [--strict] [--rejects FILE]
-    whale-tracker generate --count N [--seed S] [--format F] [--out FILE]
-    whale-tracker serve [--host H] [--port P]
-
-`-` reads standard input (ingest) or writes standard output (generate).
-
 Exit codes of `ingest`:
     0  every record was written (or deliberately skipped/filtered)
     1  finished, but some records were rejected (see the rejects file)
@@ -18,142 +11,155 @@ Exit codes of `ingest`:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Annotated
 
-from database.errors import BulkWriteError, DatabasePackageError, DatabaseUnavailableError
-from database.models import Chain
-from whale_tracker.sources import Format
+import typer
+
+from database.errors import DatabasePackageError
+from database.schema import Chain
+from service_kit.console import Output, progress, run
+from service_kit.serve import add_serve_command
+from whale_tracker.ingest.sources import Format
 
 EXIT_REJECTS, EXIT_USAGE, EXIT_STRICT, EXIT_SOURCE, EXIT_DATABASE = 1, 2, 3, 4, 5
 
+app = typer.Typer(
+    name="whale-tracker",
+    help="Ingest, score and serve large on-chain transfers.",
+    epilog=__doc__.split("\n\n", 1)[1].replace("\n", "\n\n") if __doc__ else None,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
-def _decimal(text: str) -> Decimal:
+
+def _amount(text: str) -> Decimal:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a decimal number: {text!r}") from None
+        raise typer.BadParameter(f"not a decimal number: {text!r}") from None
     if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number: {text!r}")
+        raise typer.BadParameter(f"must be a non-negative number: {text!r}")
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="whale-tracker",
-        description="Ingest, score and serve large on-chain transfers.",
-        epilog=__doc__.split("Exit codes", 1)[1].join(("Exit codes", "")) if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    ingest = sub.add_parser("ingest", help="stream files (or -) into whale_transactions")
-    ingest.add_argument("paths", nargs="+", metavar="PATH")
-    ingest.add_argument("--format", type=Format, choices=list(Format), default=None)
-    ingest.add_argument(
-        "--chain",
-        type=Chain,
-        choices=list(Chain),
-        default=Chain.ETHEREUM,
-        help="chain of records that do not name one (default ethereum)",
-    )
-    ingest.add_argument(
-        "--eth-usd",
-        type=_decimal,
-        metavar="PRICE",
-        help="USD per ETH; default: the latest ETH quote in market_data",
-    )
-    ingest.add_argument("--min-value-eth", type=_decimal, metavar="ETH")
-    ingest.add_argument("--score-floor-eth", type=_decimal, default=Decimal(100), metavar="ETH")
-    ingest.add_argument(
-        "--score-ceiling-eth", type=_decimal, default=Decimal(100_000), metavar="ETH"
-    )
-    ingest.add_argument("--strict", action="store_true", help="stop at the first bad record")
-    ingest.add_argument("--rejects", type=Path, default=Path("rejects.jsonl"), metavar="FILE")
-    ingest.add_argument("--batch-size", type=int, default=10_000)
-
-    generate = sub.add_parser("generate", help="write a deterministic synthetic feed")
-    generate.add_argument("--count", type=int, required=True)
-    generate.add_argument("--seed", type=int, default=1)
-    generate.add_argument("--format", type=Format, choices=list(Format), default=Format.JSONL)
-    generate.add_argument("--out", default="-", metavar="FILE")
-
-    serve = sub.add_parser("serve", help="run the read API (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8001)
-    return parser
+Amount = Annotated[Decimal | None, typer.Option(parser=_amount, metavar="ETH")]
 
 
-def _ingest(args: argparse.Namespace) -> int:
-    from database.engine import Database
-    from whale_tracker.ingest import IngestOptions, Progress, StrictModeError, ingest
-    from whale_tracker.sources import SourceError
+@app.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="files, or - for stdin")],
+    fmt: Annotated[Format | None, typer.Option("--format", help="default: detected")] = None,
+    chain: Annotated[
+        Chain, typer.Option(help="chain of records that do not name one")
+    ] = Chain.ETHEREUM,
+    eth_usd: Annotated[
+        Decimal | None,
+        typer.Option(
+            parser=_amount, metavar="PRICE", help="USD per ETH; default: latest ETH quote"
+        ),
+    ] = None,
+    min_value_eth: Amount = None,
+    score_floor_eth: Annotated[Decimal, typer.Option(parser=_amount, metavar="ETH")] = Decimal(100),
+    score_ceiling_eth: Annotated[Decimal, typer.Option(parser=_amount, metavar="ETH")] = Decimal(
+        100_000
+    ),
+    strict: Annotated[bool, typer.Option(help="stop at the first bad record")] = False,
+    rejects: Annotated[Path, typer.Option(metavar="FILE")] = Path("rejects.jsonl"),
+    batch_size: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10_000,
+    json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Stream files (or -) into whale_transactions; bad records go to the rejects file."""
+    from database.errors import BulkWriteError, DatabaseUnavailableError
+    from database.sessions import Database
+    from whale_tracker.ingest.pipeline import IngestOptions, StrictModeError, Summary, ingest
+    from whale_tracker.ingest.sources import SourceError
 
-    if args.score_floor_eth <= 0 or args.score_ceiling_eth <= args.score_floor_eth:
-        print("error: need 0 < --score-floor-eth < --score-ceiling-eth", file=sys.stderr)
-        return EXIT_USAGE
+    if score_floor_eth <= 0 or score_ceiling_eth <= score_floor_eth:
+        typer.echo("error: need 0 < --score-floor-eth < --score-ceiling-eth", err=True)
+        raise typer.Exit(EXIT_USAGE)
     options = IngestOptions(
-        fmt=args.format,
-        chain=args.chain,
-        eth_usd=args.eth_usd,
-        min_value_eth=args.min_value_eth,
-        floor_eth=args.score_floor_eth,
-        ceiling_eth=args.score_ceiling_eth,
-        strict=args.strict,
-        batch_size=args.batch_size,
-        rejects=args.rejects,
+        fmt=fmt,
+        chain=chain,
+        eth_usd=eth_usd,
+        min_value_eth=min_value_eth,
+        floor_eth=score_floor_eth,
+        ceiling_eth=score_ceiling_eth,
+        strict=strict,
+        batch_size=batch_size,
+        rejects=rejects,
     )
-    database = Database()
+    code = 0
     try:
-        summary = ingest(args.paths, database=database, options=options, progress=Progress())
+        database = Database()
+    except DatabasePackageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_DATABASE) from None
+    try:
+        with progress("ingest") as advance:
+            seen = 0
+
+            def report(summary: Summary) -> None:
+                nonlocal seen
+                advance(
+                    summary.read - seen,
+                    read=summary.read,
+                    written=summary.written,
+                    rejected=sum(summary.rejected.values()),
+                )
+                seen = summary.read
+
+            summary = ingest(paths, database=database, options=options, progress=report)
     except StrictModeError as exc:
-        print(f"error: {exc} (--strict: stopped; see {args.rejects})", file=sys.stderr)
-        return EXIT_STRICT
+        typer.echo(f"error: {exc} (--strict: stopped; see {rejects})", err=True)
+        raise typer.Exit(EXIT_STRICT) from None
     except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_SOURCE
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_SOURCE) from None
     except (DatabaseUnavailableError, BulkWriteError, DatabasePackageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_DATABASE
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_DATABASE) from None
     finally:
         database.dispose()
-    print(summary.render())
-    if summary.rejected:
-        print(f"rejected records are in {args.rejects}", file=sys.stderr)
-        return EXIT_REJECTS
-    return 0
-
-
-def _generate(args: argparse.Namespace) -> int:
-    from whale_tracker.generate import write
-
-    if args.count < 0:
-        print("error: --count must not be negative", file=sys.stderr)
-        return EXIT_USAGE
-    if args.out == "-":
-        write(sys.stdout, args.format, args.count, seed=args.seed)
+    out = Output(json=json)
+    if json:
+        out.record("ingest", summary.as_dict())
     else:
-        with open(args.out, "w", encoding="utf-8", newline="") as out:
-            write(out, args.format, args.count, seed=args.seed)
-    return 0
+        print(summary.render())
+    if summary.rejected:
+        typer.echo(f"rejected records are in {rejects}", err=True)
+        code = EXIT_REJECTS
+    raise typer.Exit(code)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+@app.command()
+def generate(
+    count: Annotated[int, typer.Option(min=0, help="how many transfers")],
+    seed: int = 1,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.JSONL,
+    out: Annotated[str, typer.Option(metavar="FILE", help="- for stdout")] = "-",
+) -> None:
+    """Write a deterministic synthetic feed (heavy-tailed values, real hash/address shapes)."""
+    from whale_tracker.ingest.generate import write
 
-    from whale_tracker.api import create_app
+    if out == "-":
+        write(sys.stdout, fmt, count, seed=seed)
+    else:
+        with open(out, "w", encoding="utf-8", newline="") as handle:
+            write(handle, fmt, count, seed=seed)
 
-    uvicorn.run(create_app(), host=args.host, port=args.port)
-    return 0
+
+add_serve_command(
+    app, factory="whale_tracker.api:create_app", port=8001, summary="Run the read API."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    command = {"ingest": _ingest, "generate": _generate, "serve": _serve}[args.command]
-    return command(args)
+    return run(app, argv)
 
 
 if __name__ == "__main__":

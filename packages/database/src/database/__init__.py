@@ -1,31 +1,43 @@
-"""The shared database contract: settings, engines and sessions, models, access rules, migrations.
+"""The shared database contract: settings, connections and sessions, the schema, access rules,
+drift checks, migrations and repositories.
 
-from database import get_database, user_claims
+    from database import get_database, user_claims
 
-db = get_database()
-with db.user_session(claims=user_claims(user_id=uid)) as session:
-    ...  # RLS decides what this user sees
+    db = get_database()
+    with db.user_session(claims=user_claims(user_id=uid)) as session:
+        ...  # RLS decides what this user sees
+
+Documented modules: `database.schema` (tables and their API schemas), `database.repositories`
+(queries and BulkWriter), `database.errors`, `database.connect`, `database.migrations`,
+`database.access`, `database.drift`.
 """
 
-from database.engine import Database, Health, get_database, user_claims
 from database.errors import (
+    BulkWriteError,
     ConfigurationError,
+    ConflictError,
     DatabasePackageError,
     DatabaseUnavailableError,
-    LocalDatabaseError,
-    SupabaseDatabaseRefusedError,
+    InvalidInputError,
+    MigrationError,
+    NotFoundError,
 )
+from database.sessions import Claims, Database, Health, get_database, user_claims
 from database.settings import Settings, get_settings, load_settings
 
 __all__ = [
+    "BulkWriteError",
+    "Claims",
     "ConfigurationError",
+    "ConflictError",
     "Database",
     "DatabasePackageError",
     "DatabaseUnavailableError",
     "Health",
-    "LocalDatabaseError",
+    "InvalidInputError",
+    "MigrationError",
+    "NotFoundError",
     "Settings",
-    "SupabaseDatabaseRefusedError",
     "get_database",
     "get_settings",
     "load_settings",

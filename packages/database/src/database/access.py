@@ -21,28 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
 
 import sqlalchemy as sa
 
+import database.schema  # noqa: F401 - registers every table and view on the metadata
+from database.schema.base import AccessClass, access_info, metadata
+
+__all__ = ["AccessClass", "TableAccess", "access_info", "declared", "diff"]
+
 API_ROLES = ("anon", "authenticated", "service_role")
 WRITE = ("select", "insert", "update", "delete")
-
-
-class AccessClass(StrEnum):
-    PUBLIC_DATA = "public_data"
-    USER_OWNED = "user_owned"
-    USER_READABLE = "user_readable"
-    INTERNAL = "internal"
-
-
-def access_info(access: AccessClass, *, owner: str | None = None) -> dict[str, Any]:
-    """`__table_args__` entry declaring a table's access class (and owner column)."""
-    needs_owner = access in (AccessClass.USER_OWNED, AccessClass.USER_READABLE)
-    if needs_owner != (owner is not None):
-        raise ValueError(f"{access} tables {'need' if needs_owner else 'take no'} owner column")
-    return {"info": {"access": access.value, "owner": owner}}
 
 
 @dataclass(frozen=True)
@@ -149,9 +137,6 @@ class ActualAccess:
 
 def declared() -> list[TableAccess]:
     """Every table and view of the package's metadata with its declared access class."""
-    import database.models  # noqa: F401 - registers the tables
-    from database.models.base import metadata
-
     result = []
     for table in metadata.sorted_tables:
         if table.schema is not None:

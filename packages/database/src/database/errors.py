@@ -1,6 +1,14 @@
-"""The package's exceptions: one base class, each subclass says what went wrong and what to do."""
+"""The package's vocabulary of failures: one base class, each subclass says what went wrong and
+what to do. Apps map these to their own answers in one place (the service kit maps them to
+HTTP); nothing above the data layer ever sees a driver's IntegrityError.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class DatabasePackageError(Exception):
@@ -23,27 +31,48 @@ class DatabaseUnavailableError(DatabasePackageError):
         super().__init__(f"Cannot connect to PostgreSQL at {where}: {reason}. {hint}")
 
 
-class SupabaseDatabaseRefusedError(DatabasePackageError):
-    """The compatibility bootstrap was pointed at a real Supabase database and refused to run."""
-
-
 class MigrationError(DatabasePackageError):
     """A revision failed. The message says which revision the database is left at."""
 
 
-class LocalDatabaseError(DatabasePackageError):
-    """The embedded development server could not be set up, started or stopped."""
-
-
 class InvalidInputError(DatabasePackageError, ValueError):
-    """Input that breaks a rule, caught before any I/O. `field` and `rule` say which and why."""
+    """Input that breaks a rule. `field` and `rule` say which and why; `errors` lists every
+    problem when there were several (pydantic's list, for an API to return)."""
 
-    def __init__(self, *, field: str, rule: str, position: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        field: str,
+        rule: str,
+        position: int | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.field = field
         self.rule = rule
         self.position = position
+        self.errors = errors or [{"loc": field.split("."), "msg": rule, "type": "value_error"}]
         where = f"row {position}: " if position is not None else ""
         super().__init__(f"{where}{field}: {rule}")
+
+
+class NotFoundError(DatabasePackageError, LookupError):
+    """No such row (or none this caller may see: RLS makes both look the same)."""
+
+    def __init__(self, *, what: str, key: object = None) -> None:
+        self.what = what
+        self.key = key
+        super().__init__(f"no such {what}" + (f": {key}" if key is not None else ""))
+
+
+class ConflictError(DatabasePackageError):
+    """The write contradicts what is stored: a duplicate key, a missing referenced row, a row
+    changed or deleted by someone else meanwhile. `field` and `rule` say which."""
+
+    def __init__(self, *, field: str, rule: str, constraint: str | None = None) -> None:
+        self.field = field
+        self.rule = rule
+        self.constraint = constraint
+        super().__init__(f"{field}: {rule}")
 
 
 class BulkWriteError(DatabasePackageError):
@@ -52,3 +81,19 @@ class BulkWriteError(DatabasePackageError):
     def __init__(self, message: str, *, committed: object) -> None:
         self.committed = committed
         super().__init__(f"{message} (already committed: {committed})")
+
+
+def invalid_input(exc: ValidationError, *, position: int | None = None) -> InvalidInputError:
+    """A pydantic error as "field: rule" (its first problem), every problem kept in `errors`.
+
+    The one translation used by repositories, ingest and APIs alike.
+    """
+    problems = exc.errors(include_url=False, include_input=False)
+    first = problems[0] if problems else {"loc": (), "msg": str(exc)}
+    field = ".".join(str(part) for part in first["loc"]) or "value"
+    rule = str(first["msg"]).removeprefix("Value error, ")
+    errors = [
+        {"loc": [str(p) for p in e["loc"]], "msg": str(e["msg"]), "type": e.get("type")}
+        for e in problems
+    ]
+    return InvalidInputError(field=field, rule=rule, position=position, errors=errors)

@@ -27,6 +27,10 @@ from database.errors import ConfigurationError
 #: Supabase's transaction pooler (Supavisor) listens here; it cannot keep prepared statements.
 TRANSACTION_POOLER_PORT = 6543
 
+#: Written by `database up` beside the embedded server's data: its URL (no password).
+LOCAL_URL_FILE = "url"
+LOCAL_DB_DIR_VARIABLE = "LOCAL_DB_DIR"
+
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
 
 
@@ -96,7 +100,7 @@ class Settings(BaseSettings):
     )
 
     # Direct (5432) or session-pooler connection: migrations, workers, bulk writes.
-    # Unset: the embedded PostgreSQL in LOCAL_DB_DIR is started and used.
+    # Unset: the embedded PostgreSQL that `database up` started in LOCAL_DB_DIR is used.
     database_url: SecretStr | None = None
     # Transaction pooler (6543): request-serving apps. Unset: DATABASE_URL is used.
     database_pooler_url: SecretStr | None = None
@@ -120,7 +124,7 @@ class Settings(BaseSettings):
     db_application_name: Annotated[str, Field(min_length=1, max_length=63)] = "crypto-intel"
 
     local_db_dir: Path = Field(default_factory=lambda: _repo_root() / ".local-db")
-    # Preferred port of the embedded server; a free one is picked when it is taken.
+    # Port of the embedded server, kept across restarts (another one only if this is taken).
     local_db_port: Annotated[int, Field(gt=0, lt=65536)] = 54329
 
     @field_validator("database_ssl_root_cert")
@@ -160,6 +164,27 @@ class Settings(BaseSettings):
             return None
         url = normalize_database_url(self.database_url.get_secret_value(), variable="DATABASE_URL")
         return with_ssl_defaults(url, root_cert=self.database_ssl_root_cert)
+
+    def local_url(self) -> URL | None:
+        """The embedded server's URL as `database up` recorded it in LOCAL_DB_DIR, if it did."""
+        try:
+            recorded = (self.local_db_dir / LOCAL_URL_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return normalize_database_url(recorded, variable=f"{LOCAL_DB_DIR_VARIABLE}/url")
+
+    def resolved_url(self) -> URL:
+        """Where service work connects: DATABASE_URL, else the embedded server.
+
+        Nothing is started here: with neither, the error says how to get a database.
+        """
+        url = self.direct_url() or self.local_url()
+        if url is None:
+            raise ConfigurationError(
+                "DATABASE_URL is not set and no embedded database has been started: run "
+                "`make db-up` (or `uv run database up`), or set DATABASE_URL."
+            )
+        return url
 
     def pooler_url(self) -> URL | None:
         if self.database_pooler_url is None:

@@ -1,8 +1,8 @@
 """Alembic environment: the package's metadata, its own schemas only, a private version table.
 
-The URL comes from `alembic_config(url=…)` (tests, the CLI), else from the package settings,
-else the embedded server is started. Migrations need a direct or session connection: the
-transaction pooler (port 6543) is refused.
+The URL comes from `alembic_config(url=…)` (tests, the CLI), else from the package settings
+(DATABASE_URL, or the embedded server `database up` started). Migrations need a direct or
+session connection: the transaction pooler (port 6543) is refused.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from alembic import context
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
-import database.autogen
-import database.models  # noqa: F401 - registers every table on the metadata
-from database.engine import ensure_local_database, guard_connect_errors
-from database.migrate import require_migration_url
-from database.models.base import MANAGED_SCHEMAS, VERSION_TABLE_SCHEMA, metadata
+import database.migrations.autogen
+import database.schema  # noqa: F401 - registers every table on the metadata
+from database.connect import Purpose, create_engine_for, require_session_connection
+from database.schema.base import MANAGED_SCHEMAS, VERSION_TABLE_SCHEMA, metadata
 from database.settings import get_settings
 
 config = context.config
@@ -28,10 +27,7 @@ _MIGRATION_LOCK_KEY = 7_245_100_914
 
 def _url() -> URL:
     url: URL | None = config.attributes.get("url")
-    if url is None:
-        settings = get_settings()
-        url = settings.direct_url() or ensure_local_database(settings)
-    return require_migration_url(url)
+    return require_session_connection(url or get_settings().resolved_url())
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -44,7 +40,7 @@ def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
     # Keep stubs of other schemas' tables (auth.users) and views out of table autogenerate;
-    # views, policies and grants are compared by database.autogen instead.
+    # views, policies and grants are compared by database.migrations.autogen instead.
     if type_ == "table":
         return obj.schema in MANAGED_SCHEMAS and not obj.info.get("view")
     return True
@@ -77,8 +73,7 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     url = _url()
-    engine = create_engine(url, connect_args={"options": "-c statement_timeout=0"})
-    guard_connect_errors(engine, url)
+    engine = create_engine_for(url, purpose=Purpose.MIGRATE)
     try:
         with engine.connect() as connection:
             connection.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})

@@ -1,9 +1,9 @@
 """Data access beyond plain sessions: generic CRUD + keyset pages, COPY-speed bulk writes,
-time-series and statistics queries. Every repository takes the session it works in."""
+and the time-series and statistics queries several consumers share. Every repository works in
+the session it is given and never commits; `BulkWriter` owns its own transactions."""
 
-from database.repositories.alerts import AlertEventRepository, AlertMatch, AlertRepository
-from database.repositories.base import AsyncRepository, Repository, RowsPage
-from database.repositories.bulk import UpsertResult, copy_many, upsert_many
+from database.repositories.base import AsyncRepository, Repository
+from database.repositories.bulk import BulkWriter, UpsertResult
 from database.repositories.market import MarketDataRepository
 from database.repositories.ohlcv import Bar, Gap, OhlcvRepository
 from database.repositories.ops import CollectionRunRepository, SystemEventRepository
@@ -11,22 +11,17 @@ from database.repositories.users import ProfileRepository, WatchlistRepository
 from database.repositories.whales import WhaleTransactionRepository
 
 __all__ = [
-    "AlertEventRepository",
-    "AlertMatch",
-    "AlertRepository",
     "AsyncRepository",
     "Bar",
+    "BulkWriter",
     "CollectionRunRepository",
     "Gap",
     "MarketDataRepository",
     "OhlcvRepository",
     "ProfileRepository",
     "Repository",
-    "RowsPage",
     "SystemEventRepository",
     "UpsertResult",
     "WatchlistRepository",
     "WhaleTransactionRepository",
-    "copy_many",
-    "upsert_many",
 ]

@@ -5,24 +5,29 @@ A repository works inside the session it is given, so the same code serves a ser
 not there for get, list, update or delete). Methods are keyword-only and never commit: the
 session's block decides. Async code uses the same repositories through `AsyncRepository`,
 which runs them on the async session's connection (SQLAlchemy's `run_sync`).
+
+A write the database refuses comes back in the package's vocabulary: a duplicate key or a
+missing referenced row is a ConflictError, a broken CHECK or NOT NULL an InvalidInputError,
+each naming the field and the constraint. Bulk writes are `database.repositories.BulkWriter`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Concatenate, Generic, Literal, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from database.errors import InvalidInputError
-from database.models.base import build_row
-from database.models.registry import SCHEMAS, TableSchemas
-from database.repositories.bulk import DEFAULT_CHUNK, UpsertResult, copy_many, upsert_many
+from database.errors import ConflictError, InvalidInputError, invalid_input
 from database.repositories.pagination import decode_cursor, encode_cursor
+from database.schema.base import Page, build_row, metadata
+from database.schema.registry import SCHEMAS, TableSchemas
+from database.sessions import run_in
 
 RowT = TypeVar("RowT", bound=SQLModel)
 RepoT = TypeVar("RepoT")
@@ -30,23 +35,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 MAX_PAGE = 1000
-
-
-@dataclass(frozen=True)
-class RowsPage(Generic[RowT]):
-    rows: list[RowT]
-    next_cursor: str | None
-
-
-def invalid_input(exc: ValidationError, *, position: int | None = None) -> InvalidInputError:
-    """The first problem of a pydantic error as an InvalidInputError (all of them attached)."""
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "row"
-    error = InvalidInputError(
-        field=field, rule=str(first["msg"]).removeprefix("Value error, "), position=position
-    )
-    error.errors = exc.errors()  # type: ignore[attr-defined]
-    return error
 
 
 def validate(schema: type[BaseModel], data: BaseModel | Mapping[str, Any]) -> BaseModel:
@@ -99,7 +87,7 @@ class Repository(Generic[RowT]):
         limit: int = 50,
         cursor: str | None = None,
         newest_first: bool = True,
-    ) -> RowsPage[RowT]:
+    ) -> Page[RowT]:
         """One page, in `sort` order. Pass the returned `next_cursor` to get the next page."""
         check_limit(limit)
         keys = [self.column(name) for name in self.sort]
@@ -117,18 +105,19 @@ class Repository(Generic[RowT]):
             .order_by(*(k.desc() if newest_first else k.asc() for k in keys))
             .limit(limit + 1)
         )
-        rows = list(self.session.exec(statement).all())
+        rows: list[RowT] = list(self.session.exec(statement).all())  # type: ignore[arg-type]
         if len(rows) <= limit:
-            return RowsPage(rows, None)  # type: ignore[arg-type]
+            return Page.model_construct(data=rows, next_cursor=None)
         last = rows[limit - 1]
         next_cursor = encode_cursor([getattr(last, k.key) for k in keys])
-        return RowsPage(rows[:limit], next_cursor)  # type: ignore[arg-type]
+        return Page.model_construct(data=rows[:limit], next_cursor=next_cursor)
 
     def create(self, /, *, data: BaseModel | Mapping[str, Any], **extra: Any) -> RowT:
         """Insert a row from the Create schema (`extra`: fields it does not carry, e.g. user_id)."""
         row = build_row(self.model, validate(self.schemas().create, data), **extra)
         self.session.add(row)
-        self.session.flush()
+        with refused_writes():
+            self.session.flush()
         return row  # type: ignore[return-value]
 
     def update(self, *, id: Any, data: BaseModel | Mapping[str, Any]) -> RowT | None:
@@ -146,51 +135,21 @@ class Repository(Generic[RowT]):
             current = row.model_dump(mode="json", warnings=False)
             merged = self.model.model_validate({**current, **patch})
             row.sqlmodel_update(merged.model_dump(include=set(patch)))
-            self.session.flush()
+            with refused_writes():
+                self.session.flush()
         return row
-
-    def upsert_many(
-        self,
-        *,
-        rows: Iterable[BaseModel | Mapping[str, Any]],
-        key: Sequence[str] | None = None,
-        extra: Mapping[str, Any] | None = None,
-        on_conflict: Literal["update", "ignore"] = "update",
-        chunk_size: int = DEFAULT_CHUNK,
-    ) -> UpsertResult:
-        """Bulk insert-or-update by natural key; see `database.repositories.bulk.upsert_many`."""
-        return upsert_many(
-            self.session,
-            model=self.model,
-            rows=rows,
-            key=key,
-            extra=extra,
-            on_conflict=on_conflict,
-            chunk_size=chunk_size,
-        )
-
-    def copy_many(
-        self,
-        *,
-        rows: Iterable[BaseModel | Mapping[str, Any]],
-        extra: Mapping[str, Any] | None = None,
-        chunk_size: int = DEFAULT_CHUNK,
-    ) -> UpsertResult:
-        """COPY rows known to be new; see `database.repositories.bulk.copy_many`."""
-        return copy_many(
-            self.session, model=self.model, rows=rows, extra=extra, chunk_size=chunk_size
-        )
 
     def delete(self, *, id: Any) -> bool:
         """True when a row was deleted (False: absent, or not this session's user's)."""
         (pk,) = self.model.__table__.primary_key.columns  # type: ignore[attr-defined]
-        result = self.session.execute(sa.delete(self.model).where(pk == id))
+        with refused_writes():
+            result = self.session.execute(sa.delete(self.model).where(pk == id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class AsyncRepository(Generic[RepoT]):
-    """Any repository, used from async code: `await AsyncRepository(s, Repo).run(Repo.m, …)`,
-    or the shortcut `await AsyncRepository(s, Repo).m(…)`. One implementation serves both."""
+    """Any repository, used from async code: `await AsyncRepository(s, Repo).run(Repo.m, …)`.
+    One implementation serves both; `run` keeps the method's signature for type checkers."""
 
     def __init__(self, session: AsyncSession, repository: Callable[[Session], RepoT]) -> None:
         self.session = session
@@ -199,15 +158,66 @@ class AsyncRepository(Generic[RepoT]):
     async def run(
         self, method: Callable[Concatenate[RepoT, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        def call(sync_session: Any, /) -> T:
+        def call(sync_session: Session, /) -> T:
             return method(self.repository(sync_session), *args, **kwargs)
 
-        return await self.session.run_sync(call)
+        return await run_in(self.session, call)
 
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self.repository, name)
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self.run(method, *args, **kwargs)
+# -- a refused write in the package's vocabulary -------------------------------------------
 
-        return call
+_CONFLICTS = {
+    "23505": "already exists",  # unique_violation
+    "23503": "refers to a row that does not exist (or is still referred to)",  # foreign_key
+    "23P01": "overlaps an existing row",  # exclusion_violation
+}
+_INVALID = {
+    "23514": "breaks the rule {constraint}",  # check_violation
+    "23502": "must not be null",  # not_null_violation
+    "22001": "is too long",  # string_data_right_truncation
+    "22003": "is out of range",  # numeric_value_out_of_range
+    "22P02": "has the wrong type",  # invalid_text_representation
+}
+
+
+def _constraint_columns(name: str | None) -> list[str]:
+    if not name:
+        return []
+    for table in metadata.tables.values():
+        for constraint in table.constraints:
+            if constraint.name == name:
+                return [c.name for c in getattr(constraint, "columns", [])]
+        for index in table.indexes:
+            if index.name == name:
+                return [c.name for c in index.columns]
+    return []
+
+
+def refused_write(exc: sa.exc.DBAPIError) -> ConflictError | InvalidInputError | None:
+    """A database refusal as ConflictError / InvalidInputError naming field and constraint, or
+    None when `exc` is not about the data written (a lost connection, a timeout)."""
+    orig = exc.orig
+    if not isinstance(orig, psycopg.Error) or orig.sqlstate is None:
+        return None
+    diag = orig.diag
+    constraint = diag.constraint_name
+    columns = _constraint_columns(constraint)
+    field = diag.column_name or ", ".join(columns) or diag.table_name or "row"
+    if orig.sqlstate in _CONFLICTS:
+        return ConflictError(field=field, rule=_CONFLICTS[orig.sqlstate], constraint=constraint)
+    if orig.sqlstate in _INVALID:
+        rule = _INVALID[orig.sqlstate].format(constraint=constraint or "")
+        return InvalidInputError(field=field, rule=rule)
+    return None
+
+
+@contextmanager
+def refused_writes() -> Iterator[None]:
+    """Around a flush or a write statement: refusals become the package's errors."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        translated = refused_write(exc)
+        if translated is None:
+            raise
+        raise translated from exc

@@ -1,9 +1,11 @@
-"""Bulk writes at COPY speed: `upsert_many` (staging table + one merge per chunk) and
-`copy_many` (COPY straight into the table).
+"""Bulk writes at COPY speed through `BulkWriter`: `upsert` (staging table + one merge per chunk)
+and `copy` (COPY straight into the table).
 
-Both stream: the input is read chunk by chunk, so memory stays flat however long it is.
-Each chunk is validated before any I/O, written in one transaction and committed, so a chunk is
-all-or-nothing and earlier chunks stay written whatever happens later.
+The writer owns its connection and its transactions: each chunk is validated before any I/O,
+written in one transaction and committed, so a chunk is all-or-nothing and earlier chunks stay
+written whatever happens later. That is the point of chunking, and why a bulk write is never
+part of a caller's session (repositories flush, they never commit). Both stream: the input is
+read chunk by chunk, so memory stays flat however long it is.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import sqlalchemy as sa
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.util.concurrency import await_
-from sqlmodel import Session, SQLModel
+from sqlmodel import SQLModel
 
-from database.errors import BulkWriteError, InvalidInputError
-from database.models.registry import SCHEMAS
-from database.models.types import uuid7, uuid7_hex
+from database.errors import BulkWriteError, InvalidInputError, invalid_input
+from database.schema.registry import SCHEMAS
+from database.schema.types import uuid7, uuid7_hex
+from database.sessions import Claims, Database, identity_for, impersonate
 
 DEFAULT_CHUNK = 50_000
 
@@ -164,12 +167,13 @@ def _validated_chunks(
                 with _gc_paused():
                     models = adapter.validate_python(payload)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                position, *path = first["loc"]
+                error = invalid_input(exc)
+                position, _, field = error.field.partition(".")
                 raise InvalidInputError(
-                    field=".".join(str(p) for p in path) or "row",
-                    rule=str(first["msg"]).removeprefix("Value error, "),
+                    field=field or "row",
+                    rule=error.rule,
                     position=start + int(position),
+                    errors=error.errors,
                 ) from None
         progress[0] += len(batch)
         yield models
@@ -225,24 +229,15 @@ def _dedupe(rows: Iterator[tuple[Any, ...]], positions: tuple[int, ...]) -> list
     return list({key(row): row for row in rows}.values())
 
 
-def copy_rows(session: Session, statement: sql.Composed, rows: Iterable[tuple[Any, ...]]) -> None:
-    """COPY `rows` through the session's own connection and transaction (sync or async)."""
-    driver = session.connection().connection.driver_connection
-    if isinstance(driver, psycopg.AsyncConnection):
-        await_(_copy_async(driver, statement, rows))
-        return
+def copy_rows(
+    connection: Connection, statement: sql.Composed, rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """COPY `rows` through the connection's own transaction."""
+    driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)
-
-
-async def _copy_async(
-    driver: psycopg.AsyncConnection[Any], statement: sql.Composed, rows: Iterable[tuple[Any, ...]]
-) -> None:
-    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            await copy.write_row(row)
 
 
 def _ident_list(names: Iterable[str]) -> sql.Composed:
@@ -273,104 +268,175 @@ def _merge_sql(plan: _Plan, stage: str, on_conflict: str) -> sql.Composed:
     ).format(target=target, cols=cols, stage=sql.Identifier(stage), key=key, action=action)
 
 
-def upsert_many(
-    session: Session,
-    *,
-    model: type[SQLModel],
-    rows: Iterable[BaseModel | Mapping[str, Any]],
-    key: Sequence[str] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    on_conflict: Literal["update", "ignore"] = "update",
-    chunk_size: int = DEFAULT_CHUNK,
-) -> UpsertResult:
-    """Insert or update `rows` (Create models or dicts) by their natural `key`.
+class BulkWriter:
+    """Bulk writes for one database, on connections the writer owns.
 
-    Per chunk: validate every row (an invalid one raises InvalidInputError with its position,
-    field and rule, and nothing of that chunk is written); merge rows repeated within the chunk
-    (last wins); COPY into a temporary staging table; apply one
-    `INSERT … SELECT … ORDER BY key ON CONFLICT (key) DO UPDATE … WHERE changed`; commit.
+        writer = BulkWriter(db)                       # the service: RLS bypassed
+        result = writer.upsert(WhaleTransaction, rows=creates_or_dicts)
+        writer.copy(Ohlcv, rows=bars_known_to_be_new)
+        BulkWriter(db, claims=claims).upsert(...)     # as a user: RLS applies to every row
 
-    Fast path: while no chunk has met an existing key (and RLS does not apply to the session's
-    role, which would forbid COPY), a chunk is first COPYed straight into the table inside a
-    savepoint. New data thus goes in at COPY speed; the first existing key rolls that savepoint
-    back and the call switches to the staging merge for the rest.
-
-    What a failure leaves behind: every earlier chunk is committed, the failing chunk is rolled
-    back entirely. A database error or an input iterator that raises becomes a BulkWriteError
-    whose `committed` is the UpsertResult of the committed chunks; an invalid row raises
-    InvalidInputError (with `.committed` set the same way). Unchanged rows are not rewritten, so
-    their `updated_at` stays. `extra` gives constant columns the schema does not carry
-    (e.g. user_id). In a user session RLS applies to every row.
+    Each chunk is one committed transaction (a user writer sets the role and claims at the start
+    of each, as a user session does). Async code calls it through a worker thread.
     """
-    plan = _plan(model, key, extra or {})
-    stage = f"stage_{plan.table.name}"
-    copy_sql: sql.Composed = sql.SQL("copy {} ({}) from stdin").format(
-        sql.Identifier(stage), _ident_list(plan.columns)
-    )
-    merge_sql = _merge_sql(plan, stage, on_conflict)
-    # Dropped at commit; "if not exists" + truncate also covers a caller's outer transaction
-    # (savepoints), where commit only releases a savepoint and the table lives on.
-    create_stage = sql.SQL(
-        "create temp table if not exists {stage} on commit drop as"
-        " select {cols} from {target} with no data; truncate {stage}"
-    ).format(
-        stage=sql.Identifier(stage),
-        cols=_ident_list(plan.columns),
-        target=sql.Identifier(plan.table.schema or "public", plan.table.name),
-    )
-    target = sql.Identifier(plan.table.schema or "public", plan.table.name)
-    direct_sql = sql.SQL("copy {} ({}) from stdin").format(target, _ident_list(plan.columns))
-    rls_sql = (
-        sql.SQL("select row_security_active({})")
-        .format(sql.Literal(f"{plan.table.schema or 'public'}.{plan.table.name}"))
-        .as_string()
-    )
-    direct: bool | None = None
-    total = UpsertResult()
-    feed = _Feed(rows, plan, chunk_size)
-    while (models := feed.next(committed=total)) is not None:
-        tuples: list[tuple[Any, ...]] = []
-        unique = tuples
-        try:
-            if direct is None:  # decided once per call, on the first chunk's connection
-                direct = not session.connection().exec_driver_sql(rls_sql).scalar_one()
-            # A repeated key (in the table or in the chunk) makes the direct COPY fail; only
-            # then are duplicates merged, so the fast path pays nothing for them.
-            if direct and _any_exists(session, plan, models):
-                direct = False  # known conflicts: do not send the chunk twice
-            with _gc_paused():
-                # Rows are built while COPY sends them (Python and the server work at once),
-                # and kept, in case the chunk has to go the merge way after all.
-                kept = _keep(plan.tuples(models), tuples)
-                inserted = _try_direct_copy(session, direct_sql, kept) if direct else None
-            if inserted is not None:
-                updated = 0
-            else:
-                direct = False  # the data overlaps what is there: merge from now on
-                connection = session.connection()
-                connection.exec_driver_sql(create_stage.as_string())
-                with _gc_paused():
-                    if len(tuples) < len(models):
-                        tuples[:] = plan.tuples(models)
-                    unique = _dedupe(iter(tuples), plan.key_positions())
-                    copy_rows(session, copy_sql, unique)
-                inserted, updated = connection.exec_driver_sql(merge_sql.as_string()).one()
-            session.commit()
-        except Exception as exc:
-            session.rollback()
-            first = feed.read - len(models)
-            raise BulkWriteError(
-                f"chunk of rows {first}-{feed.read - 1} failed: {_reason(exc)}", committed=total
-            ) from exc
-        total = total + UpsertResult(
-            rows=len(models),
-            inserted=inserted,
-            updated=updated,
-            unchanged=len(unique) - inserted - updated,
-            merged_duplicates=len(models) - len(unique),
-            chunks=1,
+
+    def __init__(
+        self, database: Database, *, claims: Claims | None = None, chunk_size: int = DEFAULT_CHUNK
+    ) -> None:
+        if chunk_size < 1:
+            raise InvalidInputError(field="chunk_size", rule="must be at least 1")
+        self.database = database
+        self.identity = identity_for(claims) if claims is not None else None
+        self.chunk_size = chunk_size
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        engine = self.database.engine if self.identity is None else self.database.api_engine
+        with engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def _chunk(self, connection: Connection) -> Iterator[None]:
+        """One chunk's transaction: committed when the block ends, rolled back on error."""
+        with connection.begin():
+            if self.identity is not None:
+                impersonate(connection, self.identity)
+            yield
+
+    def upsert(
+        self,
+        model: type[SQLModel],
+        *,
+        rows: Iterable[BaseModel | Mapping[str, Any]],
+        key: Sequence[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        on_conflict: Literal["update", "ignore"] = "update",
+    ) -> UpsertResult:
+        """Insert or update `rows` (Create models or dicts) by their natural `key`.
+
+        Per chunk: validate every row (an invalid one raises InvalidInputError with its
+        position, field and rule, and nothing of that chunk is written); merge rows repeated
+        within the chunk (last wins); COPY into a temporary staging table; apply one
+        `INSERT … SELECT … ORDER BY key ON CONFLICT (key) DO UPDATE … WHERE changed`; commit.
+
+        Fast path: while no chunk has met an existing key (and RLS does not apply to the role,
+        which would forbid COPY), a chunk is first COPYed straight into the table inside a
+        savepoint. New data thus goes in at COPY speed; the first existing key rolls that
+        savepoint back and the call switches to the staging merge for the rest.
+
+        What a failure leaves behind: every earlier chunk is committed, the failing chunk is
+        rolled back entirely. A database error or an input iterator that raises becomes a
+        BulkWriteError whose `committed` is the UpsertResult of the committed chunks; an invalid
+        row raises InvalidInputError (with `.committed` set the same way). Unchanged rows are
+        not rewritten, so their `updated_at` stays. `extra` gives constant columns the schema
+        does not carry (e.g. user_id).
+        """
+        plan = _plan(model, key, extra or {})
+        statements = _UpsertStatements(plan, on_conflict)
+        direct: bool | None = None
+        total = UpsertResult()
+        feed = _Feed(rows, plan, self.chunk_size)
+        with self._connection() as connection:
+            while (models := feed.next(committed=total)) is not None:
+                tuples: list[tuple[Any, ...]] = []
+                unique = tuples
+                try:
+                    with self._chunk(connection):
+                        if direct is None:  # decided once per call, on the first chunk
+                            direct = not connection.exec_driver_sql(statements.rls).scalar_one()
+                        # A repeated key (in the table or in the chunk) makes the direct COPY
+                        # fail; only then are duplicates merged, so the fast path pays nothing.
+                        if direct and _any_exists(connection, plan, models):
+                            direct = False  # known conflicts: do not send the chunk twice
+                        with _gc_paused():
+                            # Rows are built while COPY sends them (Python and the server work
+                            # at once), and kept, in case the chunk has to be merged after all.
+                            kept = _keep(plan.tuples(models), tuples)
+                            inserted = (
+                                _try_direct_copy(connection, statements.direct, kept)
+                                if direct
+                                else None
+                            )
+                        if inserted is not None:
+                            updated = 0
+                        else:
+                            direct = False  # the data overlaps what is there: merge from now on
+                            connection.exec_driver_sql(statements.create_stage)
+                            with _gc_paused():
+                                if len(tuples) < len(models):
+                                    tuples[:] = plan.tuples(models)
+                                unique = _dedupe(iter(tuples), plan.key_positions())
+                                copy_rows(connection, statements.stage_copy, unique)
+                            inserted, updated = connection.exec_driver_sql(statements.merge).one()
+                except Exception as exc:
+                    first = feed.read - len(models)
+                    raise BulkWriteError(
+                        f"chunk of rows {first}-{feed.read - 1} failed: {_reason(exc)}",
+                        committed=total,
+                    ) from exc
+                total = total + UpsertResult(
+                    rows=len(models),
+                    inserted=inserted,
+                    updated=updated,
+                    unchanged=len(unique) - inserted - updated,
+                    merged_duplicates=len(models) - len(unique),
+                    chunks=1,
+                )
+        return total
+
+    def copy(
+        self,
+        model: type[SQLModel],
+        *,
+        rows: Iterable[BaseModel | Mapping[str, Any]],
+        extra: Mapping[str, Any] | None = None,
+    ) -> UpsertResult:
+        """COPY validated rows straight into the table: the fastest path for rows known to be
+        new. A duplicate key fails its chunk (rolled back) with BulkWriteError; earlier chunks
+        stay."""
+        plan = _plan(model, None, extra or {})
+        target: sql.Composed = sql.SQL("copy {} ({}) from stdin").format(
+            _table_ident(plan), _ident_list(plan.columns)
         )
-    return total
+        total = UpsertResult()
+        feed = _Feed(rows, plan, self.chunk_size)
+        with self._connection() as connection:
+            while (models := feed.next(committed=total)) is not None:
+                try:
+                    with self._chunk(connection), _gc_paused():
+                        copy_rows(connection, target, plan.tuples(models))
+                except Exception as exc:
+                    raise BulkWriteError(f"copy failed: {_reason(exc)}", committed=total) from exc
+                total = total + UpsertResult(rows=len(models), inserted=len(models), chunks=1)
+        return total
+
+
+def _table_ident(plan: _Plan) -> sql.Identifier:
+    return sql.Identifier(plan.table.schema or "public", plan.table.name)
+
+
+class _UpsertStatements:
+    """The SQL of one upsert call, rendered once."""
+
+    def __init__(self, plan: _Plan, on_conflict: str) -> None:
+        stage = f"stage_{plan.table.name}"
+        target = _table_ident(plan)
+        columns = _ident_list(plan.columns)
+        self.stage_copy = sql.SQL("copy {} ({}) from stdin").format(sql.Identifier(stage), columns)
+        self.direct = sql.SQL("copy {} ({}) from stdin").format(target, columns)
+        self.merge = _merge_sql(plan, stage, on_conflict).as_string()
+        # Dropped at commit; "if not exists" + truncate also covers a chunk that met an existing
+        # key after the stage was made earlier in the same transaction.
+        self.create_stage = (
+            sql.SQL(
+                "create temp table if not exists {stage} on commit drop as"
+                " select {cols} from {target} with no data; truncate {stage}"
+            )
+            .format(stage=sql.Identifier(stage), cols=columns, target=target)
+            .as_string()
+        )
+        name = f"{plan.table.schema or 'public'}.{plan.table.name}"
+        self.rls = sql.SQL("select row_security_active({})").format(sql.Literal(name)).as_string()
 
 
 def _keep(
@@ -381,7 +447,7 @@ def _keep(
         yield row
 
 
-def _any_exists(session: Session, plan: _Plan, models: list[BaseModel]) -> bool:
+def _any_exists(connection: Connection, plan: _Plan, models: list[BaseModel]) -> bool:
     """Probe the first, middle and last keys of a chunk (three index lookups): data that
     overlaps what is stored almost always shows it there."""
     positions = plan.key_positions()
@@ -389,11 +455,11 @@ def _any_exists(session: Session, plan: _Plan, models: list[BaseModel]) -> bool:
     probes = {tuple(row[p] for p in positions) for row in sample}
     columns = [plan.table.c[name] for name in plan.key]
     statement = sa.select(sa.exists().where(sa.tuple_(*columns).in_(list(probes))))
-    return bool(session.execute(statement).scalar())
+    return bool(connection.execute(statement).scalar())
 
 
 def _try_direct_copy(
-    session: Session, statement: sql.Composed, rows: Iterable[tuple[Any, ...]]
+    connection: Connection, statement: sql.Composed, rows: Iterable[tuple[Any, ...]]
 ) -> int | None:
     """COPY straight into the table inside a savepoint: the fast path for rows that are all
     new. Returns how many went in, or None (savepoint rolled back) when a key already exists."""
@@ -406,41 +472,11 @@ def _try_direct_copy(
             yield row
 
     try:
-        with session.begin_nested():
-            copy_rows(session, statement, counted())
+        with connection.begin_nested():
+            copy_rows(connection, statement, counted())
     except psycopg.errors.UniqueViolation:
         return None
     return sent
-
-
-def copy_many(
-    session: Session,
-    *,
-    model: type[SQLModel],
-    rows: Iterable[BaseModel | Mapping[str, Any]],
-    extra: Mapping[str, Any] | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
-) -> UpsertResult:
-    """COPY validated rows straight into the table: the fastest path for rows known to be new.
-
-    A duplicate key fails its chunk (rolled back) with BulkWriteError; earlier chunks stay.
-    """
-    plan = _plan(model, None, extra or {})
-    target: sql.Composed = sql.SQL("copy {} ({}) from stdin").format(
-        sql.Identifier(plan.table.schema or "public", plan.table.name), _ident_list(plan.columns)
-    )
-    total = UpsertResult()
-    feed = _Feed(rows, plan, chunk_size)
-    while (models := feed.next(committed=total)) is not None:
-        try:
-            with _gc_paused():
-                copy_rows(session, target, plan.tuples(models))
-            session.commit()
-        except Exception as exc:
-            session.rollback()
-            raise BulkWriteError(f"copy failed: {_reason(exc)}", committed=total) from exc
-        total = total + UpsertResult(rows=len(models), inserted=len(models), chunks=1)
-    return total
 
 
 def _reason(exc: BaseException) -> str:

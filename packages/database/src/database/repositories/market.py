@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlmodel import select
 
-from database.models.market import MarketData
 from database.repositories.base import Repository
+from database.schema.market import MarketData
 
 # Distinct symbols by walking the (symbol, observed_at) index ("loose index scan"): one probe
 # per symbol instead of reading every quote.

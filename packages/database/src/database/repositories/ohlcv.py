@@ -3,20 +3,17 @@ all answered by SQL over the (source, symbol, timeframe, bucket_start) index."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from pydantic import BaseModel
 
 from database.errors import InvalidInputError
-from database.models.market import Ohlcv
-from database.models.types import WEEK_ORIGIN_SECONDS, Timeframe
 from database.repositories.base import Repository, check_limit
-from database.repositories.bulk import DEFAULT_CHUNK, UpsertResult
+from database.schema.market import Ohlcv
+from database.schema.types import WEEK_ORIGIN_SECONDS, Timeframe
 
 
 class Bar(NamedTuple):
@@ -80,12 +77,6 @@ class OhlcvRepository(Repository[Ohlcv]):
             "end": end,
             "step": timedelta(seconds=tf.seconds),
         }
-
-    def insert_many(
-        self, *, rows: Iterable[BaseModel | Mapping[str, Any]], chunk_size: int = DEFAULT_CHUNK
-    ) -> UpsertResult:
-        """COPY bars known to be new (a duplicate fails its chunk); see `upsert_many` otherwise."""
-        return self.copy_many(rows=rows, chunk_size=chunk_size)
 
     def get_range(
         self,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from database.models.base import utc_now
-from database.models.ops import CollectionRun, RunStatus, Severity, SystemEvent
 from database.repositories.base import Repository
+from database.schema.base import utc_now
+from database.schema.ops import CollectionRun, RunStatus, Severity, SystemEvent
 
 
 class CollectionRunRepository(Repository[CollectionRun]):

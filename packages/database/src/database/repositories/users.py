@@ -8,8 +8,9 @@ import uuid
 import sqlalchemy as sa
 from sqlmodel import select
 
-from database.models.users import Profile, WatchKind, WatchlistEntry
-from database.repositories.base import Repository, RowsPage
+from database.repositories.base import Repository
+from database.schema.base import Page
+from database.schema.users import Profile, WatchKind, WatchlistEntry
 
 
 class ProfileRepository(Repository[Profile]):
@@ -35,7 +36,7 @@ class WatchlistRepository(Repository[WatchlistEntry]):
         kind: WatchKind | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> RowsPage[WatchlistEntry]:
+    ) -> Page[WatchlistEntry]:
         filters: dict[str, object] = {"user_id": user_id}
         if kind is not None:
             filters["kind"] = WatchKind(kind).value

@@ -10,15 +10,11 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
 from sqlmodel import select
 
-from database.models.types import TxHash
-from database.models.whales import WhaleDailyStats, WhaleTransaction, WhaleTransactionFilters
-from database.repositories.base import (
-    Repository,
-    RowsPage,
-    check_limit,
-    invalid_input,
-    validate,
-)
+from database.errors import invalid_input
+from database.repositories.base import Repository, check_limit, validate
+from database.schema.base import Page
+from database.schema.types import TxHash
+from database.schema.whales import WhaleDailyStats, WhaleTransaction, WhaleTransactionFilters
 
 _HASH_ADAPTER: TypeAdapter[str] = TypeAdapter(TxHash)
 
@@ -43,7 +39,7 @@ class WhaleTransactionRepository(Repository[WhaleTransaction]):
         filters: WhaleTransactionFilters | Mapping[str, Any] | None = None,
         limit: int = 50,
         cursor: str | None = None,
-    ) -> RowsPage[WhaleTransaction]:
+    ) -> Page[WhaleTransaction]:
         """Newest first, keyset-paginated, every filter optional (validated before any I/O)."""
         f: Any = validate(WhaleTransactionFilters, filters or {})
         t = WhaleTransaction
@@ -63,15 +59,6 @@ class WhaleTransactionRepository(Repository[WhaleTransaction]):
         if f.min_score is not None:
             where.append(t.whale_score >= f.min_score)
         return self.list(where=where, limit=limit, cursor=cursor)
-
-    def recent(self, *, limit: int = 50, cursor: str | None = None) -> RowsPage[WhaleTransaction]:
-        return self.search(limit=limit, cursor=cursor)
-
-    def by_address(
-        self, *, address: str, limit: int = 50, cursor: str | None = None
-    ) -> RowsPage[WhaleTransaction]:
-        """Transfers from or to `address`."""
-        return self.search(filters={"address": address}, limit=limit, cursor=cursor)
 
     def top_by_score(
         self, *, limit: int = 10, since: datetime | None = None, until: datetime | None = None

@@ -1,0 +1,259 @@
+"""The alert service's own SQL: matching whale transactions against rules, recording events,
+the evaluator's cursor and the webhook delivery queue. Keyword-only functions over the
+caller's session; none of them commits (the evaluator and deliverer own their transactions).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+# -- the evaluator's cursor -------------------------------------------------------------------
+
+_ENSURE_CURSOR = sa.text(
+    "insert into evaluator_cursors (name) values (:name) on conflict do nothing"
+)
+_LOCK_CURSOR = sa.text(
+    "select last_created_at, last_id from evaluator_cursors where name = :name"
+    " for update skip locked"
+)
+_CURSOR = sa.text("select last_created_at, last_id from evaluator_cursors where name = :name")
+_ADVANCE_CURSOR = sa.text(
+    "update evaluator_cursors set last_created_at = :at, last_id = :id where name = :name"
+)
+
+
+@dataclass(frozen=True)
+class Position:
+    """The last (created_at, id) a stream's consumer has handled; (None, None) at the start."""
+
+    created_at: datetime | None
+    id: uuid.UUID | None
+
+
+def ensure_cursor(session: Session, *, stream: str) -> None:
+    session.execute(_ENSURE_CURSOR, {"name": stream})
+
+
+def lock_cursor(session: Session, *, stream: str) -> Position | None:
+    """The cursor, locked for this transaction; None when another worker holds it."""
+    row = session.execute(_LOCK_CURSOR, {"name": stream}).one_or_none()
+    return None if row is None else Position(row.last_created_at, row.last_id)
+
+
+def cursor_position(session: Session, *, stream: str) -> Position:
+    row = session.execute(_CURSOR, {"name": stream}).one()
+    return Position(row.last_created_at, row.last_id)
+
+
+def advance_cursor(session: Session, *, stream: str, to: Position) -> None:
+    session.execute(_ADVANCE_CURSOR, {"at": to.created_at, "id": to.id, "name": stream})
+
+
+# -- new whale transactions -------------------------------------------------------------------
+
+# Everything created before the oldest transaction still running is committed (or gone).
+# Only transactions that have written (they hold a transaction id) can add rows: long readers
+# (reports, idle sessions) do not hold evaluation back.
+_HORIZON = sa.text(
+    "select least(now(), coalesce((select min(xact_start) from pg_stat_activity"
+    " where backend_xid is not null and pid <> pg_backend_pid()), now()))"
+    " - make_interval(secs => :margin)"
+)
+_AFTER = (
+    "(created_at, id) > (coalesce(cast(:after as timestamptz), '-infinity'),"
+    " coalesce(cast(:after_id as uuid), '00000000-0000-0000-0000-000000000000'))"
+)
+_NEXT = sa.text(
+    f"select id, created_at from whale_transactions where {_AFTER}"
+    " and created_at < :horizon order by created_at, id limit :limit"
+)
+_PENDING = sa.text(f"select exists (select 1 from whale_transactions where {_AFTER})")
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    id: uuid.UUID
+    created_at: datetime
+
+
+def visibility_horizon(session: Session, *, margin_seconds: float) -> datetime:
+    """Rows created before this are all committed: safe to evaluate in created_at order."""
+    horizon: datetime = session.execute(_HORIZON, {"margin": margin_seconds}).scalar_one()
+    return horizon
+
+
+def next_transactions(
+    session: Session, *, after: Position, horizon: datetime, limit: int
+) -> list[NewTransaction]:
+    rows = session.execute(
+        _NEXT,
+        {"after": after.created_at, "after_id": after.id, "horizon": horizon, "limit": limit},
+    )
+    return [NewTransaction(row.id, row.created_at) for row in rows]
+
+
+def transactions_after(session: Session, *, position: Position) -> bool:
+    """Are there transactions past `position` (perhaps still too young to evaluate)?"""
+    params = {"after": position.created_at, "after_id": position.id}
+    return bool(session.execute(_PENDING, params).scalar_one())
+
+
+# -- matching and recording -------------------------------------------------------------------
+
+# Every common condition of a whale_transaction rule, evaluated by the database for a batch.
+_MATCH_WHALES = sa.text("""
+    select a.id as alert_id, a.user_id, t.id as whale_transaction_id, a.cooldown_seconds
+      from whale_transactions t
+      join alerts a
+        on a.enabled
+       and a.alert_type = 'whale_transaction'
+       and (a.conditions ->> 'chain' is null or a.conditions ->> 'chain' = t.chain)
+       and (a.conditions ->> 'min_value_eth' is null
+            or t.value_eth >= (a.conditions ->> 'min_value_eth')::numeric)
+       and (a.conditions ->> 'min_value_usd' is null
+            or t.value_usd >= (a.conditions ->> 'min_value_usd')::numeric)
+       and (a.conditions ->> 'min_whale_score' is null
+            or t.whale_score >= (a.conditions ->> 'min_whale_score')::numeric)
+       and (coalesce(jsonb_array_length(a.conditions -> 'addresses'), 0) = 0
+            or a.conditions -> 'addresses'
+               ?| array_remove(array[t.from_address, t.to_address], null))
+     where t.id = any(:ids)
+     order by t.block_timestamp, t.id, a.id
+""")
+
+# Candidates become events unless the rule is cooling down (an event within cooldown_seconds)
+# or the pair was recorded before (the unique key: a retry or a second worker changes nothing).
+_RECORD = sa.text("""
+    insert into alert_events (alert_id, user_id, whale_transaction_id, payload, delivery_status)
+    select a.id, a.user_id, t.id,
+           jsonb_build_object(
+               'alert', a.name, 'hash', t.hash, 'chain', t.chain,
+               'value_eth', t.value_eth::text, 'value_usd', t.value_usd::text,
+               'from_address', t.from_address, 'to_address', t.to_address,
+               'block_number', t.block_number, 'block_timestamp', t.block_timestamp,
+               'whale_score', t.whale_score::text),
+           case when a.channels @> '[{"type": "webhook"}]' then 'pending' else 'delivered' end
+      from unnest(cast(:alert_ids as uuid[]), cast(:tx_ids as uuid[])) as c(alert_id, tx_id)
+      join alerts a on a.id = c.alert_id and a.enabled
+      join whale_transactions t on t.id = c.tx_id
+     where a.cooldown_seconds = 0
+        or not exists (select 1 from alert_events e where e.alert_id = a.id
+                        and e.triggered_at > now() - make_interval(secs => a.cooldown_seconds))
+    on conflict (alert_id, whale_transaction_id) do nothing
+    returning id
+""")
+
+
+@dataclass(frozen=True)
+class AlertMatch:
+    alert_id: uuid.UUID
+    user_id: uuid.UUID
+    whale_transaction_id: uuid.UUID
+    cooldown_seconds: int
+
+
+def match_whale_rules(
+    session: Session, *, transaction_ids: Sequence[uuid.UUID]
+) -> list[AlertMatch]:
+    """(rule, transaction) pairs where an enabled whale_transaction rule's conditions hold for
+    a transaction of the batch. Cooldowns are decided when recording."""
+    if not transaction_ids:
+        return []
+    rows = session.execute(_MATCH_WHALES, {"ids": list(transaction_ids)})
+    return [AlertMatch(*row) for row in rows]
+
+
+def record_whale_events(session: Session, *, matches: Sequence[AlertMatch]) -> int:
+    """Turn matches into events: at most one per rule in a batch when the rule has a cooldown
+    (the earliest transaction), none while it is cooling down, never the same (rule,
+    transaction) twice. Returns how many events were written."""
+    chosen: dict[uuid.UUID, list[AlertMatch]] = {}
+    for match in matches:
+        kept = chosen.setdefault(match.alert_id, [])
+        if match.cooldown_seconds == 0 or not kept:
+            kept.append(match)
+    pairs = [m for kept in chosen.values() for m in kept]
+    if not pairs:
+        return 0
+    rows = session.execute(
+        _RECORD,
+        {
+            "alert_ids": [m.alert_id for m in pairs],
+            "tx_ids": [m.whale_transaction_id for m in pairs],
+        },
+    )
+    return len(rows.all())
+
+
+# -- webhook delivery queue -------------------------------------------------------------------
+
+# Claim due webhook deliveries: SKIP LOCKED keeps two workers off the same event, and the lease
+# (next_attempt_at moved ahead) keeps it claimed while the HTTP call runs outside the lock.
+_CLAIM = sa.text("""
+    update alert_events e
+       set attempts = e.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
+      from alerts a
+     where a.id = e.alert_id
+       and e.id in (select id from alert_events
+                     where delivery_status = 'pending' and next_attempt_at <= now()
+                     order by next_attempt_at limit :limit for update skip locked)
+    returning e.id, e.alert_id, e.payload, e.attempts, e.triggered_at, a.channels, a.webhook_secret
+""")
+_SETTLE = sa.text(
+    "update alert_events set delivery_status = :status, last_error = :error,"
+    " next_attempt_at = now() + make_interval(secs => :delay) where id = :id"
+)
+
+
+@dataclass(frozen=True)
+class WebhookJob:
+    event_id: uuid.UUID
+    alert_id: uuid.UUID
+    payload: dict[str, Any]
+    attempt: int
+    triggered_at: datetime
+    url: str | None
+    secret: str | None
+
+
+def claim_webhooks(session: Session, *, limit: int, lease_seconds: int) -> list[WebhookJob]:
+    """Due webhook deliveries, claimed for this worker (attempts already counted)."""
+    jobs = []
+    for row in session.execute(_CLAIM, {"limit": limit, "lease": lease_seconds}):
+        url = next((c.get("url") for c in row.channels if c.get("type") == "webhook"), None)
+        secret = row.webhook_secret
+        jobs.append(
+            WebhookJob(
+                row.id, row.alert_id, row.payload, row.attempts, row.triggered_at, url, secret
+            )
+        )
+    return jobs
+
+
+def settle_delivery(
+    session: Session,
+    *,
+    event_id: uuid.UUID,
+    delivered: bool,
+    error: str | None = None,
+    retry_in_seconds: float | None = None,
+) -> None:
+    """Record a delivery outcome: delivered, retry later, or failed for good."""
+    retry = retry_in_seconds is not None
+    status = "delivered" if delivered else ("pending" if retry else "failed")
+    session.execute(
+        _SETTLE,
+        {
+            "status": status,
+            "error": error[:2000] if error else None,
+            "delay": retry_in_seconds or 0,
+            "id": event_id,
+        },
+    )

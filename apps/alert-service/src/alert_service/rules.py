@@ -1,0 +1,95 @@
+"""Users' alert rules: what the API's handlers call. Keyword-only functions over the caller's
+user session, so row-level security decides whose rules they see: another user's rule is simply
+not found. None of them commits; the request's session does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from database.errors import ConflictError, InvalidInputError, NotFoundError
+from database.repositories import Repository
+from database.schema import Alert, AlertCreate, AlertEvent, AlertUpdate
+from database.schema.base import Page
+
+MAX_RULES_PER_USER = 100
+_COUNT_MINE = sa.text("select count(*) from alerts where user_id = :user_id")
+
+
+class AlertRepository(Repository[Alert]):
+    model = Alert
+    sort = ("created_at", "id")
+
+
+class AlertEventRepository(Repository[AlertEvent]):
+    model = AlertEvent
+    sort = ("triggered_at", "id")
+
+
+@dataclass(frozen=True)
+class SavedRule:
+    rule: Alert
+    # Shown once: when a rule first gets a webhook channel, the key its deliveries are signed
+    # with.
+    new_webhook_secret: str | None = None
+
+
+def _has_webhook(channels: Any) -> bool:
+    return any(getattr(c, "type", None) == "webhook" for c in channels or [])
+
+
+def _new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def create_rule(session: Session, /, *, user_id: uuid.UUID, data: AlertCreate) -> SavedRule:
+    count = session.execute(_COUNT_MINE, {"user_id": user_id}).scalar_one()
+    if count >= MAX_RULES_PER_USER:
+        raise ConflictError(
+            field="alerts", rule=f"rule limit reached: at most {MAX_RULES_PER_USER} rules per user"
+        )
+    secret = _new_secret() if _has_webhook(data.channels) else None
+    rule = AlertRepository(session).create(data=data, user_id=user_id, webhook_secret=secret)
+    return SavedRule(rule, secret)
+
+
+def get_rule(session: Session, /, *, rule_id: uuid.UUID) -> Alert:
+    rule = AlertRepository(session).get(id=rule_id)
+    if rule is None:
+        raise NotFoundError(what="alert")
+    return rule
+
+
+def list_rules(session: Session, /, *, limit: int, cursor: str | None) -> Page[Alert]:
+    return AlertRepository(session).list(limit=limit, cursor=cursor)
+
+
+def update_rule(session: Session, /, *, rule_id: uuid.UUID, data: AlertUpdate) -> SavedRule:
+    current = get_rule(session, rule_id=rule_id)
+    if data.conditions is not None and data.conditions.alert_type != current.alert_type:
+        raise InvalidInputError(
+            field="conditions.alert_type", rule=f"must stay {current.alert_type}"
+        )
+    rule = AlertRepository(session).update(id=rule_id, data=data)
+    if rule is None:  # deleted meanwhile
+        raise NotFoundError(what="alert")
+    secret = None
+    if _has_webhook(data.channels) and rule.webhook_secret is None:
+        secret = rule.webhook_secret = _new_secret()
+        session.flush()
+    return SavedRule(rule, secret)
+
+
+def delete_rule(session: Session, /, *, rule_id: uuid.UUID) -> None:
+    if not AlertRepository(session).delete(id=rule_id):
+        raise NotFoundError(what="alert")
+
+
+def list_events(session: Session, /, *, limit: int, cursor: str | None) -> Page[AlertEvent]:
+    return AlertEventRepository(session).list(limit=limit, cursor=cursor)

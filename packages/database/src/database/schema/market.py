@@ -1,0 +1,312 @@
+"""Market data: quotes, OHLCV bars, order-book liquidity zones, smart-money-concept patterns."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+import sqlalchemy as sa
+from pydantic import AwareDatetime, model_validator
+from pydantic import Field as PydanticField
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from database.schema.base import (
+    AccessClass,
+    CreatedAtMixin,
+    IdMixin,
+    Page,
+    TimestampsMixin,
+    access_info,
+    check,
+    enum_check,
+)
+from database.schema.types import (
+    PRICE_DIGITS,
+    PRICE_SCALE,
+    SCORE_SQL_TYPE,
+    WEEK_ORIGIN_SECONDS,
+    Amount,
+    Name,
+    Price,
+    Score,
+    Symbol,
+    Timeframe,
+)
+
+_TEXT: Any = sa.Text
+_TS: Any = sa.DateTime(timezone=True)
+_NUM = sa.Numeric(PRICE_DIGITS, PRICE_SCALE)
+
+
+class Side(StrEnum):
+    BID = "bid"
+    ASK = "ask"
+
+
+class PatternType(StrEnum):
+    ORDER_BLOCK = "order_block"
+    FAIR_VALUE_GAP = "fair_value_gap"
+    BREAK_OF_STRUCTURE = "break_of_structure"
+    CHANGE_OF_CHARACTER = "change_of_character"
+    LIQUIDITY_SWEEP = "liquidity_sweep"
+
+
+class PatternStatus(StrEnum):
+    ACTIVE = "active"
+    MITIGATED = "mitigated"
+    INVALIDATED = "invalidated"
+    EXPIRED = "expired"
+
+
+# -- market_data: quotes ---------------------------------------------------------------------
+
+
+class MarketDataBase(SQLModel):
+    exchange: Name = Field(sa_type=_TEXT)
+    symbol: Symbol = Field(sa_type=_TEXT)
+    price: Price = Field(sa_type=_NUM)
+    bid: Price | None = Field(default=None, sa_type=_NUM)
+    ask: Price | None = Field(default=None, sa_type=_NUM)
+    volume_24h: Amount | None = Field(default=None, sa_type=_NUM)
+    change_24h_pct: Decimal | None = Field(default=None, max_digits=12, decimal_places=4)
+    observed_at: AwareDatetime = Field(sa_type=_TS)
+
+    @model_validator(mode="after")
+    def _bid_not_above_ask(self) -> Self:
+        if self.bid is not None and self.ask is not None and self.bid > self.ask:
+            raise ValueError("bid must not be above ask")
+        return self
+
+
+# Quotes are written by collectors (service) and read by everyone.
+class MarketData(CreatedAtMixin, MarketDataBase, IdMixin, table=True):
+    __tablename__ = "market_data"
+    __table_args__ = (
+        sa.UniqueConstraint("exchange", "symbol", "observed_at"),
+        # "Latest quote for a symbol" across exchanges walks this index backwards.
+        sa.Index("ix_market_data_symbol_observed_at", "symbol", "observed_at"),
+        check("price > 0", "price_positive"),
+        check("bid > 0 and ask > 0", "bid_ask_positive"),
+        check("bid <= ask", "bid_not_above_ask"),
+        check("volume_24h >= 0", "volume_24h_nonnegative"),
+        access_info(AccessClass.PUBLIC_DATA),
+    )
+
+
+class MarketDataCreate(MarketDataBase):
+    pass
+
+
+class MarketDataUpdate(SQLModel):
+    price: Price | None = None
+    bid: Price | None = None
+    ask: Price | None = None
+    volume_24h: Amount | None = None
+    change_24h_pct: Decimal | None = Field(default=None, max_digits=12, decimal_places=4)
+
+
+class MarketDataPublic(MarketDataBase):
+    id: uuid.UUID
+    created_at: datetime
+
+
+class MarketDataListPublic(Page[MarketDataPublic]):
+    pass
+
+
+# -- ohlcv: candles --------------------------------------------------------------------------
+
+_ALIGNED_SQL = (
+    "case timeframe"
+    + "".join(
+        f" when '{tf.value}' then mod(extract(epoch from bucket_start)::bigint"
+        f"{f' - {WEEK_ORIGIN_SECONDS}' if tf is Timeframe.W1 else ''}, {tf.seconds}) = 0"
+        for tf in Timeframe
+    )
+    + " else true end"  # an unknown timeframe is ck_ohlcv_timeframe_valid's to report
+)
+
+
+#: An exchange ("binance") or a pool ("<network>:<pool address>"): no whitespace.
+Source = Annotated[str, PydanticField(min_length=1, max_length=128, pattern=r"^\S+$")]
+
+
+class OhlcvBase(SQLModel):
+    source: Source = Field(sa_type=_TEXT)
+    symbol: Symbol = Field(sa_type=_TEXT)
+    timeframe: Timeframe = Field(sa_type=_TEXT)
+    bucket_start: AwareDatetime = Field(sa_type=_TS)
+    open: Price = Field(sa_type=_NUM)
+    high: Price = Field(sa_type=_NUM)
+    low: Price = Field(sa_type=_NUM)
+    close: Price = Field(sa_type=_NUM)
+    volume: Amount = Field(sa_type=_NUM)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if not (self.low <= min(self.open, self.close) and max(self.open, self.close) <= self.high):
+            raise ValueError("prices must satisfy low <= open, close <= high")
+        epoch = int(self.bucket_start.timestamp())
+        origin = WEEK_ORIGIN_SECONDS if self.timeframe is Timeframe.W1 else 0
+        if (epoch - origin) % self.timeframe.seconds or self.bucket_start.microsecond:
+            raise ValueError(f"bucket_start must be aligned to the {self.timeframe.value} grid")
+        return self
+
+
+# Bars are written in bulk by collectors and read by everyone.
+class Ohlcv(CreatedAtMixin, OhlcvBase, IdMixin, table=True):
+    __tablename__ = "ohlcv"
+    __table_args__ = (
+        # The natural key; it also serves range and latest-N queries (source, symbol, tf, time).
+        sa.UniqueConstraint("source", "symbol", "timeframe", "bucket_start"),
+        enum_check("timeframe", Timeframe),
+        check("open > 0 and high > 0 and low > 0 and close > 0", "prices_positive"),
+        check("low <= open and low <= close and open <= high and close <= high", "low_high_bound"),
+        check("volume >= 0", "volume_nonnegative"),
+        check(_ALIGNED_SQL, "bucket_start_aligned"),
+        access_info(AccessClass.PUBLIC_DATA),
+    )
+
+
+class OhlcvCreate(OhlcvBase):
+    pass
+
+
+class OhlcvUpdate(SQLModel):
+    open: Price | None = None
+    high: Price | None = None
+    low: Price | None = None
+    close: Price | None = None
+    volume: Amount | None = None
+
+
+class OhlcvPublic(OhlcvBase):
+    id: uuid.UUID
+    created_at: datetime
+
+
+class OhlcvListPublic(Page[OhlcvPublic]):
+    pass
+
+
+# -- liquidity_zones -------------------------------------------------------------------------
+
+
+class LiquidityZoneBase(SQLModel):
+    exchange: Name = Field(sa_type=_TEXT)
+    symbol: Symbol = Field(sa_type=_TEXT)
+    price_level: Price = Field(sa_type=sa.Numeric(PRICE_DIGITS, PRICE_SCALE))
+    side: Side = Field(sa_type=_TEXT)
+    size: Decimal = Field(gt=0, max_digits=30, decimal_places=18)
+    strength: Score | None = Field(default=None, sa_type=SCORE_SQL_TYPE)
+
+
+class LiquidityZone(TimestampsMixin, LiquidityZoneBase, IdMixin, table=True):
+    __tablename__ = "liquidity_zones"
+    __table_args__ = (
+        # Natural key, leading with (exchange, symbol, price_level): serves price-range reads.
+        sa.UniqueConstraint("exchange", "symbol", "price_level", "side"),
+        enum_check("side", Side),
+        check("price_level > 0", "price_level_positive"),
+        check("size > 0", "size_positive"),
+        check("strength between 0 and 1", "strength_range"),
+        access_info(AccessClass.PUBLIC_DATA),
+    )
+
+
+class LiquidityZoneCreate(LiquidityZoneBase):
+    pass
+
+
+class LiquidityZoneUpdate(SQLModel):
+    size: Decimal | None = Field(default=None, gt=0, max_digits=30, decimal_places=18)
+    strength: Score | None = None
+
+
+class LiquidityZonePublic(LiquidityZoneBase):
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+
+
+class LiquidityZonesPublic(Page[LiquidityZonePublic]):
+    pass
+
+
+# -- smc_patterns ----------------------------------------------------------------------------
+
+
+class SmcPatternBase(SQLModel):
+    exchange: Name = Field(sa_type=_TEXT)
+    symbol: Symbol = Field(sa_type=_TEXT)
+    pattern_type: PatternType = Field(sa_type=_TEXT)
+    time_frame: Timeframe = Field(sa_type=_TEXT)
+    price_level: Price = Field(sa_type=sa.Numeric(PRICE_DIGITS, PRICE_SCALE))
+    confidence_score: Score
+    status: PatternStatus = Field(
+        default=PatternStatus.ACTIVE,
+        sa_type=_TEXT,
+        sa_column_kwargs={"server_default": PatternStatus.ACTIVE.value},
+    )
+
+
+_PATTERN_METADATA_MAX_BYTES = 16_384
+
+
+class SmcPattern(TimestampsMixin, SmcPatternBase, IdMixin, table=True):
+    __tablename__ = "smc_patterns"
+    __table_args__ = (
+        sa.Index("ix_smc_patterns_exchange_symbol_status", "exchange", "symbol", "status"),
+        sa.Index("ix_smc_patterns_pattern_type", "pattern_type"),
+        sa.Index("ix_smc_patterns_price_level", "price_level"),
+        enum_check("pattern_type", PatternType),
+        enum_check("time_frame", Timeframe),
+        enum_check("status", PatternStatus),
+        check("price_level > 0", "price_level_positive"),
+        check("confidence_score between 0 and 1", "confidence_score_range"),
+        check("jsonb_typeof(metadata) = 'object'", "metadata_is_object"),
+        access_info(AccessClass.PUBLIC_DATA),
+    )
+
+    # Column "metadata"; the Python name avoids SQLModel's class-level `metadata`.
+    pattern_metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_type=JSONB,
+        sa_column_kwargs={"name": "metadata", "server_default": sa.text("'{}'::jsonb")},
+    )
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    if len(json.dumps(value, default=str)) > _PATTERN_METADATA_MAX_BYTES:
+        raise ValueError(f"must serialize to at most {_PATTERN_METADATA_MAX_BYTES} bytes")
+    return value
+
+
+class SmcPatternCreate(SmcPatternBase):
+    pattern_metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _metadata_size(self) -> Self:
+        _bounded_json(self.pattern_metadata)
+        return self
+
+
+class SmcPatternUpdate(SQLModel):
+    status: PatternStatus | None = None
+    confidence_score: Score | None = None
+    pattern_metadata: dict[str, Any] | None = None
+
+
+class SmcPatternPublic(SmcPatternBase):
+    id: uuid.UUID
+    pattern_metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SmcPatternsPublic(Page[SmcPatternPublic]):
+    pass

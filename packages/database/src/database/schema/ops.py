@@ -1,0 +1,166 @@
+"""Operational records of the service: system events and collector runs. Internal."""
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+import sqlalchemy as sa
+from pydantic import AwareDatetime, model_validator
+from pydantic import Field as PydanticField
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from database.schema.base import (
+    AccessClass,
+    CreatedAtMixin,
+    IdMixin,
+    access_info,
+    check,
+    enum_check,
+    utc_now,
+)
+
+_TEXT: Any = sa.Text
+_TS: Any = sa.DateTime(timezone=True)
+
+
+class Severity(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+# -- system_events ---------------------------------------------------------------------------
+
+
+class SystemEventBase(SQLModel):
+    event_type: str = Field(min_length=1, max_length=100, sa_type=_TEXT)
+    severity: Severity = Field(sa_type=_TEXT)
+    message: str = Field(min_length=1, max_length=10_000, sa_type=_TEXT)
+
+
+class SystemEvent(CreatedAtMixin, SystemEventBase, IdMixin, table=True):
+    __tablename__ = "system_events"
+    __table_args__ = (
+        sa.Index("ix_system_events_severity_created_at", "severity", "created_at"),
+        enum_check("severity", Severity),
+        check("char_length(message) between 1 and 10000", "message_length"),
+        check("jsonb_typeof(context) = 'object'", "context_is_object"),
+        access_info(AccessClass.INTERNAL),
+    )
+
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_type=JSONB,
+        sa_column_kwargs={"server_default": sa.text("'{}'::jsonb")},
+    )
+
+
+class SystemEventCreate(SystemEventBase):
+    context: dict[str, Any] = PydanticField(default_factory=dict)
+
+
+class SystemEventPublic(SystemEventBase):
+    id: uuid.UUID
+    context: dict[str, Any]
+    created_at: datetime
+
+
+# -- collection_runs -------------------------------------------------------------------------
+
+
+class CollectionRunBase(SQLModel):
+    collector: str = Field(min_length=1, max_length=100, sa_type=_TEXT)
+    started_at: AwareDatetime = Field(default_factory=utc_now, sa_type=_TS)
+    finished_at: AwareDatetime | None = Field(default=None, sa_type=_TS)
+    status: RunStatus = Field(
+        default=RunStatus.RUNNING,
+        sa_type=_TEXT,
+        sa_column_kwargs={"server_default": RunStatus.RUNNING.value},
+    )
+    records_collected: int = Field(default=0, ge=0, sa_type=sa.BigInteger)
+    error: str | None = Field(default=None, max_length=10_000, sa_type=_TEXT)
+
+    @model_validator(mode="after")
+    def _finished_when_done(self) -> Self:
+        if (self.status is RunStatus.RUNNING) != (self.finished_at is None):
+            raise ValueError("finished_at must be set exactly when status is not running")
+        if self.finished_at is not None and self.finished_at < self.started_at:
+            raise ValueError("finished_at must not be before started_at")
+        return self
+
+
+class CollectionRun(CollectionRunBase, IdMixin, table=True):
+    __tablename__ = "collection_runs"
+    __table_args__ = (
+        sa.Index("ix_collection_runs_collector_started_at", "collector", "started_at"),
+        enum_check("status", RunStatus),
+        check("(status = 'running') = (finished_at is null)", "finished_when_done"),
+        check("finished_at >= started_at", "finished_after_started"),
+        check("records_collected >= 0", "records_collected_nonnegative"),
+        access_info(AccessClass.INTERNAL),
+    )
+
+
+class CollectionRunCreate(CollectionRunBase):
+    pass
+
+
+class CollectionRunUpdate(SQLModel):
+    finished_at: AwareDatetime | None = None
+    status: RunStatus | None = None
+    records_collected: int | None = Field(default=None, ge=0)
+    error: str | None = Field(default=None, max_length=10_000)
+
+
+class CollectionRunPublic(CollectionRunBase):
+    id: uuid.UUID
+
+
+# -- evaluator_cursors -----------------------------------------------------------------------
+
+CURSOR_NAME_PATTERN = "^[a-z0-9_.:-]{1,64}$"
+CursorName = Annotated[str, PydanticField(pattern=CURSOR_NAME_PATTERN)]
+
+
+class EvaluatorCursorBase(SQLModel):
+    # Where a consumer of a stream has got to: the last (created_at, id) it has handled.
+    name: CursorName = Field(primary_key=True, sa_type=_TEXT)
+    last_created_at: AwareDatetime | None = Field(default=None, sa_type=_TS)
+    last_id: uuid.UUID | None = None
+
+
+class EvaluatorCursor(EvaluatorCursorBase, table=True):
+    __tablename__ = "evaluator_cursors"
+    __table_args__ = (
+        check(f"name ~ '{CURSOR_NAME_PATTERN}'", "name_format"),
+        check("(last_created_at is null) = (last_id is null)", "position_complete"),
+        access_info(AccessClass.INTERNAL),
+    )
+
+    updated_at: datetime = Field(
+        default_factory=utc_now,
+        sa_type=_TS,
+        sa_column_kwargs={"server_default": sa.text("now()"), "nullable": False},
+    )
+
+
+class EvaluatorCursorCreate(EvaluatorCursorBase):
+    @model_validator(mode="after")
+    def _position_complete(self) -> Self:
+        if (self.last_created_at is None) != (self.last_id is None):
+            raise ValueError("last_created_at and last_id go together")
+        return self
+
+
+class EvaluatorCursorPublic(EvaluatorCursorBase):
+    updated_at: datetime

@@ -1,0 +1,78 @@
+"""Each table's model classes by role, so generic code (repositories, tests) can look them up."""
+
+from dataclasses import dataclass
+
+from sqlmodel import SQLModel
+
+from database.schema import alerts, dex, market, ops, users, whales
+
+
+@dataclass(frozen=True)
+class TableSchemas:
+    table: type[SQLModel]
+    create: type[SQLModel]
+    update: type[SQLModel] | None
+    public: type[SQLModel]
+
+    @property
+    def name(self) -> str:
+        return str(self.table.__tablename__)
+
+
+SCHEMAS: dict[str, TableSchemas] = {
+    s.name: s
+    for s in (
+        TableSchemas(
+            whales.WhaleTransaction,
+            whales.WhaleTransactionCreate,
+            whales.WhaleTransactionUpdate,
+            whales.WhaleTransactionPublic,
+        ),
+        TableSchemas(
+            market.MarketData,
+            market.MarketDataCreate,
+            market.MarketDataUpdate,
+            market.MarketDataPublic,
+        ),
+        TableSchemas(market.Ohlcv, market.OhlcvCreate, market.OhlcvUpdate, market.OhlcvPublic),
+        TableSchemas(
+            market.LiquidityZone,
+            market.LiquidityZoneCreate,
+            market.LiquidityZoneUpdate,
+            market.LiquidityZonePublic,
+        ),
+        TableSchemas(
+            market.SmcPattern,
+            market.SmcPatternCreate,
+            market.SmcPatternUpdate,
+            market.SmcPatternPublic,
+        ),
+        TableSchemas(dex.Dex, dex.DexCreate, dex.DexUpdate, dex.DexPublic),
+        TableSchemas(dex.Token, dex.TokenCreate, dex.TokenUpdate, dex.TokenPublic),
+        TableSchemas(dex.Pool, dex.PoolCreate, dex.PoolUpdate, dex.PoolPublic),
+        TableSchemas(users.Profile, users.ProfileCreate, users.ProfileUpdate, users.ProfilePublic),
+        TableSchemas(
+            users.WatchlistEntry,
+            users.WatchlistEntryCreate,
+            users.WatchlistEntryUpdate,
+            users.WatchlistEntryPublic,
+        ),
+        TableSchemas(alerts.Alert, alerts.AlertCreate, alerts.AlertUpdate, alerts.AlertPublic),
+        TableSchemas(
+            alerts.AlertEvent,
+            alerts.AlertEventCreate,
+            alerts.AlertEventUpdate,
+            alerts.AlertEventPublic,
+        ),
+        TableSchemas(ops.SystemEvent, ops.SystemEventCreate, None, ops.SystemEventPublic),
+        TableSchemas(
+            ops.EvaluatorCursor, ops.EvaluatorCursorCreate, None, ops.EvaluatorCursorPublic
+        ),
+        TableSchemas(
+            ops.CollectionRun,
+            ops.CollectionRunCreate,
+            ops.CollectionRunUpdate,
+            ops.CollectionRunPublic,
+        ),
+    )
+}

@@ -1,0 +1,170 @@
+"""Whale transactions: large on-chain transfers, scored, public data."""
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from pydantic import AwareDatetime, field_serializer
+from sqlmodel import Field, SQLModel
+
+from database.schema.base import (
+    AccessClass,
+    IdMixin,
+    Page,
+    TimestampsMixin,
+    access_info,
+    check,
+    enum_check,
+    metadata,
+)
+from database.schema.types import ADDRESS_PATTERN, HASH_PATTERN, Address, Chain, Score, TxHash
+
+#: pg_notify channel: one notification per INSERT statement (not per row).
+NOTIFY_CHANNEL = "whale_transactions"
+
+EthValue = Decimal  # NUMERIC(30, 18): wei precision
+
+
+# Fields every role shares, validated: what an ingest sends.
+class WhaleTransactionBase(SQLModel):
+    hash: TxHash = Field(sa_type=sa.Text, unique=True)
+    chain: Chain = Field(
+        default=Chain.ETHEREUM,
+        sa_type=sa.Text,
+        sa_column_kwargs={"server_default": Chain.ETHEREUM.value},
+    )
+    from_address: Address = Field(sa_type=sa.Text, index=True)
+    # A contract creation has no recipient.
+    to_address: Address | None = Field(default=None, sa_type=sa.Text, index=True)
+    value_eth: EthValue = Field(ge=0, max_digits=30, decimal_places=18)
+    value_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=2)
+    gas_price: int = Field(ge=0, sa_type=sa.BigInteger)
+    gas_used: int | None = Field(default=None, ge=0, sa_type=sa.BigInteger)
+    block_number: int = Field(ge=0, sa_type=sa.BigInteger, index=True)
+    block_timestamp: AwareDatetime = Field(sa_type=sa.DateTime(timezone=True))
+    whale_score: Score = Field(index=True)
+
+
+# The table. Rows are created by the service (ingest), read by everyone.
+class WhaleTransaction(TimestampsMixin, WhaleTransactionBase, IdMixin, table=True):
+    __tablename__ = "whale_transactions"
+    __table_args__ = (
+        check(f"hash ~ '{HASH_PATTERN}'", "hash_format"),
+        check(f"from_address ~ '{ADDRESS_PATTERN}'", "from_address_format"),
+        check(f"to_address ~ '{ADDRESS_PATTERN}'", "to_address_format"),
+        enum_check("chain", Chain),
+        check("value_eth >= 0", "value_eth_nonnegative"),
+        check("value_usd >= 0", "value_usd_nonnegative"),
+        check("gas_price >= 0", "gas_price_nonnegative"),
+        check("gas_used >= 0", "gas_used_nonnegative"),
+        check("block_number >= 0", "block_number_nonnegative"),
+        check("whale_score between 0 and 1", "whale_score_range"),
+        # Newest first with a stable tie-break: the list endpoints' keyset order.
+        sa.Index("ix_whale_transactions_block_timestamp_id", "block_timestamp", "id"),
+        sa.Index("ix_whale_transactions_value_eth", "value_eth"),
+        sa.Index("ix_whale_transactions_value_usd", "value_usd"),
+        # Consumers catch up from a (created_at, id) cursor.
+        sa.Index("ix_whale_transactions_created_at_id", "created_at", "id"),
+        access_info(AccessClass.PUBLIC_DATA),
+    )
+
+
+# What the ingest sends.
+class WhaleTransactionCreate(WhaleTransactionBase):
+    pass
+
+
+# A correction by the service: every field optional, still validated.
+class WhaleTransactionUpdate(SQLModel):
+    chain: Chain | None = None
+    from_address: Address | None = None
+    to_address: Address | None = None
+    value_eth: EthValue | None = Field(default=None, ge=0, max_digits=30, decimal_places=18)
+    value_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=2)
+    gas_price: int | None = Field(default=None, ge=0)
+    gas_used: int | None = Field(default=None, ge=0)
+    block_number: int | None = Field(default=None, ge=0)
+    block_timestamp: AwareDatetime | None = None
+    whale_score: Score | None = None
+
+
+# What the API returns. Amounts are decimal strings in plain notation ("0.000000000000000000",
+# never "0E-18"), so clients parse them exactly.
+class WhaleTransactionPublic(WhaleTransactionBase):
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+
+    @field_serializer("value_eth", "value_usd", "whale_score", when_used="json")
+    def _plain(self, value: Decimal | None) -> str | None:
+        return None if value is None else format(value, "f")
+
+
+class WhaleTransactionsPublic(Page[WhaleTransactionPublic]):
+    pass
+
+
+# A row of the whale_activity_daily view (security_invoker): activity per UTC day and chain.
+class WhaleActivityDaily(SQLModel):
+    day: date
+    chain: Chain
+    transactions: int
+    total_value_eth: Decimal
+    total_value_usd: Decimal | None
+    max_whale_score: Decimal
+
+
+WHALE_ACTIVITY_DAILY_SQL = """
+select (block_timestamp at time zone 'UTC')::date as day,
+       chain,
+       count(*) as transactions,
+       sum(value_eth) as total_value_eth,
+       sum(value_usd) as total_value_usd,
+       max(whale_score) as max_whale_score
+  from public.whale_transactions
+ group by 1, 2
+"""
+
+
+# Queryable like a table, created by the migration as a view (env.py keeps it out of autogenerate).
+whale_activity_daily = sa.Table(
+    "whale_activity_daily",
+    metadata,
+    sa.Column("day", sa.Date),
+    sa.Column("chain", sa.Text),
+    sa.Column("transactions", sa.BigInteger),
+    sa.Column("total_value_eth", sa.Numeric),
+    sa.Column("total_value_usd", sa.Numeric),
+    sa.Column("max_whale_score", sa.Numeric),
+    info={
+        "view": True,
+        "definition": WHALE_ACTIVITY_DAILY_SQL,
+        **access_info(AccessClass.PUBLIC_DATA)["info"],
+    },
+)
+
+
+# Query filters of the whale transaction listings (the read API's query parameters).
+class WhaleTransactionFilters(SQLModel):
+    chain: Chain | None = None
+    address: Address | None = None  # from or to
+    min_value_eth: Decimal | None = Field(default=None, ge=0)
+    min_value_usd: Decimal | None = Field(default=None, ge=0)
+    since: AwareDatetime | None = None  # block_timestamp >= since
+    until: AwareDatetime | None = None  # block_timestamp < until
+    min_score: Score | None = None
+
+
+# Per UTC day and chain, computed in SQL.
+class WhaleDailyStats(SQLModel):
+    day: date
+    chain: Chain
+    transactions: int
+    total_value_eth: Decimal
+    total_value_usd: Decimal | None
+    median_value_eth: Decimal
+    p90_value_eth: Decimal
+    p99_value_eth: Decimal
+    max_value_eth: Decimal
+    max_whale_score: Decimal

@@ -1,0 +1,289 @@
+"""Engines and sessions (sync and async, both psycopg 3).
+
+Two kinds of session (ARCHITECTURE decision 6):
+
+* a **service session** connects as the owner and bypasses RLS: ingest, evaluation, workers;
+* a **user session** starts every transaction with the caller's role and JWT claims set
+  *locally* (`set_config(..., true)`), exactly as Supabase's Data API does, so row-level
+  security decides what the user sees. Being transaction-local it is safe behind the
+  transaction pooler; an **anon session** is the same with role `anon`.
+
+All of them commit when the block ends normally and roll back on any exception.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import Pool
+from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from database.connect import Purpose, create_async_engine_for, create_engine_for
+from database.errors import DatabaseUnavailableError
+from database.settings import Settings, get_settings
+
+Claims = Mapping[str, Any]
+
+# One round trip per transaction: role and claims, both transaction-local.
+_IMPERSONATE = text(
+    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true)"
+)
+_API_ROLES = {"anon", "authenticated"}
+
+
+def user_claims(
+    *, user_id: uuid.UUID | str, email: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The claims Supabase Auth puts in a signed-in user's access token (the parts RLS reads)."""
+    claims: dict[str, Any] = {"sub": str(uuid.UUID(str(user_id))), "role": "authenticated"}
+    claims["aud"] = "authenticated"
+    if email is not None:
+        claims["email"] = email
+    claims.update(extra)
+    return claims
+
+
+def identity_for(claims: Claims) -> tuple[str, str]:
+    """Validate claims for a user session; return (database role, claims as JSON)."""
+    role = str(claims.get("role", "authenticated"))
+    if role not in _API_ROLES:
+        raise ValueError(f"claims.role must be one of {sorted(_API_ROLES)}, got {role!r}")
+    if role == "authenticated":
+        try:
+            uuid.UUID(str(claims["sub"]))
+        except (KeyError, ValueError):
+            raise ValueError("claims.sub must be the user's UUID (auth.users.id)") from None
+    return role, json.dumps({**claims, "role": role}, default=str, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    size: int
+    checked_out: int
+    checked_in: int
+    overflow: int
+
+
+@dataclass(frozen=True)
+class Health:
+    server_version: str
+    latency_ms: float
+    database: str
+    user: str
+    pool: PoolStatus
+
+
+def _pool_status(pool: Pool) -> PoolStatus:
+    return PoolStatus(
+        size=int(getattr(pool, "size", lambda: 0)()),
+        checked_out=int(getattr(pool, "checkedout", lambda: 0)()),
+        checked_in=int(getattr(pool, "checkedin", lambda: 0)()),
+        overflow=int(getattr(pool, "overflow", lambda: 0)()),
+    )
+
+
+class Database:
+    """The engines and session factories for one database. Build once per process.
+
+    `url` is the direct/session connection (migrations, service sessions); `api_url` is what
+    user and anon sessions use: the transaction pooler when DATABASE_POOLER_URL is set.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        url: URL | None = None,
+        api_url: URL | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        # Only looked up, never started: `database up` (or the test plugin) starts a local one.
+        self.url = url or self.settings.resolved_url()
+        self.api_url = api_url or self.settings.pooler_url() or self.url
+
+    # -- engines (built on first use) ------------------------------------------------------
+
+    @cached_property
+    def engine(self) -> Engine:
+        return create_engine_for(self.url, purpose=Purpose.SERVICE, settings=self.settings)
+
+    @cached_property
+    def api_engine(self) -> Engine:
+        return create_engine_for(self.api_url, purpose=Purpose.API, settings=self.settings)
+
+    @cached_property
+    def async_engine(self) -> AsyncEngine:
+        return create_async_engine_for(self.url, purpose=Purpose.SERVICE, settings=self.settings)
+
+    @cached_property
+    def async_api_engine(self) -> AsyncEngine:
+        return create_async_engine_for(self.api_url, purpose=Purpose.API, settings=self.settings)
+
+    def dispose(self) -> None:
+        for name in ("engine", "api_engine"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).dispose()
+
+    async def adispose(self) -> None:
+        for name in ("async_engine", "async_api_engine"):
+            if name in self.__dict__:
+                await self.__dict__.pop(name).dispose()
+        self.dispose()
+
+    # -- sync sessions ---------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self, engine: Engine, identity: tuple[str, str] | None) -> Iterator[Session]:
+        session = Session(engine, expire_on_commit=False)
+        if identity is not None:
+            _impersonate_on_begin(session, identity)
+        try:
+            yield session
+            session.commit()
+        except DatabaseUnavailableError as exc:
+            raise exc from None  # one clear error, not SQLAlchemy's chain of driver errors
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def service_session(self) -> AbstractContextManager[Session]:
+        """Owner connection, RLS bypassed. Commits on success, rolls back on error."""
+        return self._session(self.engine, None)
+
+    def user_session(self, *, claims: Claims) -> AbstractContextManager[Session]:
+        """Runs as `authenticated` with `claims` (must carry `sub`): RLS applies."""
+        return self._session(self.api_engine, identity_for(claims))
+
+    def anon_session(self) -> AbstractContextManager[Session]:
+        """Runs as `anon`, the role of a request without a user token."""
+        return self._session(self.api_engine, identity_for({"role": "anon"}))
+
+    # -- async sessions --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _async_session(
+        self, engine: AsyncEngine, identity: tuple[str, str] | None
+    ) -> AsyncIterator[AsyncSession]:
+        session = AsyncSession(engine, expire_on_commit=False)
+        if identity is not None:
+            _impersonate_on_begin(session.sync_session, identity)
+        try:
+            yield session
+            await session.commit()
+        except DatabaseUnavailableError as exc:
+            raise exc from None
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            await session.close()
+
+    def async_service_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._async_session(self.async_engine, None)
+
+    def async_user_session(self, *, claims: Claims) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._async_session(self.async_api_engine, identity_for(claims))
+
+    def async_anon_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._async_session(self.async_api_engine, identity_for({"role": "anon"}))
+
+    # -- health ----------------------------------------------------------------------------
+
+    def health_check(self) -> Health:
+        """Server version, round-trip latency of `select 1`, pool status. Raises
+        DatabaseUnavailableError (host, port, what to try) when the server cannot be reached."""
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(_HEALTH_SQL).one()
+                started = time.perf_counter()
+                conn.execute(text("select 1"))
+                latency_ms = (time.perf_counter() - started) * 1000
+        except DatabaseUnavailableError as exc:
+            raise exc from None
+        return Health(
+            server_version=row.server_version,
+            latency_ms=round(latency_ms, 3),
+            database=row.database,
+            user=row.user,
+            pool=_pool_status(self.engine.pool),
+        )
+
+    async def ahealth_check(self) -> Health:
+        try:
+            async with self.async_engine.connect() as conn:
+                row = (await conn.execute(_HEALTH_SQL)).one()
+                started = time.perf_counter()
+                await conn.execute(text("select 1"))
+                latency_ms = (time.perf_counter() - started) * 1000
+        except DatabaseUnavailableError as exc:
+            raise exc from None
+        return Health(
+            server_version=row.server_version,
+            latency_ms=round(latency_ms, 3),
+            database=row.database,
+            user=row.user,
+            pool=_pool_status(self.async_engine.pool),
+        )
+
+
+_HEALTH_SQL = text(
+    "select current_setting('server_version') as server_version,"
+    " current_database() as database, current_user as user"
+)
+
+
+def impersonate(connection: Connection, identity: tuple[str, str]) -> None:
+    """Make the rest of the connection's transaction run as `identity` (role + claims)."""
+    role, claims_json = identity
+    connection.execute(_IMPERSONATE, {"role": role, "claims": claims_json})
+
+
+def _impersonate_on_begin(session: Session, identity: tuple[str, str]) -> None:
+    def _after_begin(_session: Session, _transaction: object, connection: Connection) -> None:
+        impersonate(connection, identity)
+
+    event.listen(session, "after_begin", _after_begin)
+
+
+@lru_cache(maxsize=1)
+def get_database() -> Database:
+    """The process-wide `Database` built from `get_settings()`."""
+    return Database()
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def run_in(
+    session: AsyncSession,
+    function: Callable[Concatenate[Session, P], T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Run a sync data function (`function(session, …)`) on an async session's connection:
+    one implementation of every query serves sync and async callers alike."""
+
+    def call(sync_session: Any, /) -> T:
+        return function(sync_session, *args, **kwargs)
+
+    return await session.run_sync(call)

@@ -1,0 +1,89 @@
+"""`create_service_app`: the parts every HTTP app on the database has, assembled once.
+
+State (`app.state.database`, `app.state.verifier`), a lifespan that disposes the engines, a
+request-body limit counted as the body streams (a chunked body cannot slip past it), the
+error → HTTP mapping and `GET /health`. Each app adds its own routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from database.sessions import Database
+from service_kit.errors import BodyTooLargeError, install_error_handlers
+from service_kit.health import router as health_router
+from service_kit.tokens import TokenVerifier
+
+
+class BodyLimit:
+    """ASGI middleware: a 413 once a request body passes `limit` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _reject(send, self.limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLargeError(self.limit)
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodyTooLargeError:
+            await _reject(send, self.limit)
+
+
+async def _reject(send: Send, limit: int) -> None:
+    body = b'{"detail":"request body over %d bytes"}' % limit
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_service_app(
+    *,
+    title: str,
+    version: str,
+    database: Database | None = None,
+    verifier: TokenVerifier | None = None,
+    max_body_bytes: int = 16_384,
+    **fastapi_options: Any,
+) -> FastAPI:
+    """A FastAPI app with the shared parts; `database`/`verifier` default to the settings'."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.database.adispose()
+
+    app = FastAPI(title=title, version=version, lifespan=lifespan, **fastapi_options)
+    app.state.database = database or Database()
+    app.state.verifier = verifier
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(health_router)
+    return app

@@ -1,0 +1,100 @@
+"""The package's errors as HTTP answers, in one place for every app.
+
+| error                      | status | body                                   |
+|----------------------------|--------|----------------------------------------|
+| InvalidTokenError          | 401    | `{"detail": reason}` + WWW-Authenticate |
+| NotFoundError              | 404    | `{"detail": "no such …"}`              |
+| ConflictError              | 409    | `{"detail": rule, "field": field}`     |
+| BodyTooLargeError          | 413    | `{"detail": …}`                        |
+| InvalidInputError          | 422    | FastAPI's shape: `{"detail": [{loc, msg, type}]}` |
+| DatabaseUnavailableError   | 503    | `{"detail": "database unavailable"}`   |
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from database.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+    NotFoundError,
+)
+from service_kit.tokens import InvalidTokenError
+
+log = logging.getLogger("service_kit")
+
+
+class BodyTooLargeError(Exception):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"request body over {limit} bytes")
+
+
+#: Shared by every endpoint's OpenAPI `responses=`: what the error handlers can answer.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, malformed, expired or forged access token"},
+    404: {"description": "No such row, or not one the caller may see"},
+    409: {"description": "The write conflicts with what is stored"},
+    413: {"description": "Request body too large"},
+    422: {"description": "A parameter or field breaks a rule (named in `detail`)"},
+    503: {"description": "The database is unavailable"},
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses=` entries for these statuses."""
+    return {status: ERROR_RESPONSES[status] for status in statuses}
+
+
+def unauthorized(reason: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": reason},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def invalid_input_body(exc: InvalidInputError, *, location: str = "query") -> dict[str, Any]:
+    """FastAPI's own 422 shape: `loc` starts with where the value came from."""
+    detail = []
+    for error in exc.errors:
+        loc = [str(part) for part in error.get("loc", [])] or exc.field.split(".")
+        if loc[0] not in ("body", "query", "path", "header"):
+            loc = [location, *loc]
+        detail.append({"loc": loc, "msg": error.get("msg", exc.rule), "type": error.get("type")})
+    return {"detail": detail}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the package's vocabulary to HTTP for `app`."""
+
+    @app.exception_handler(InvalidTokenError)
+    async def _token(_: Request, exc: InvalidTokenError) -> JSONResponse:
+        return unauthorized(exc.reason)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": f"no such {exc.what}"}, status_code=404)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({"detail": exc.rule, "field": exc.field}, status_code=409)
+
+    @app.exception_handler(BodyTooLargeError)
+    async def _too_large(_: Request, exc: BodyTooLargeError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
+        location = "body" if request.method in ("POST", "PUT", "PATCH") else "query"
+        return JSONResponse(invalid_input_body(exc, location=location), status_code=422)
+
+    @app.exception_handler(DatabaseUnavailableError)
+    async def _unavailable(_: Request, exc: DatabaseUnavailableError) -> JSONResponse:
+        log.error("database unavailable: %s", exc)  # host and reason: for the operator only
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)

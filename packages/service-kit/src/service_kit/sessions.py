@@ -1,0 +1,72 @@
+"""The caller's database session as a FastAPI dependency.
+
+A request with `Authorization: Bearer <Supabase access token>` runs in a user session with the
+token's claims; one without runs as `anon` (where the endpoint allows it). Either way the
+database's grants and policies decide what the caller sees, exactly as for Supabase's Data API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, Header, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from database.sessions import Database, run_in
+
+__all__ = ["CallerSession", "UserSession", "current_user_id", "run_in"]
+from service_kit.tokens import InvalidTokenError, TokenVerifier
+
+
+def _verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier | None = request.app.state.verifier
+    if verifier is None:
+        verifier = request.app.state.verifier = TokenVerifier.from_settings()
+    return verifier
+
+
+async def verified_claims(request: Request, authorization: str) -> dict[str, Any]:
+    """The claims of the request's token; remembers the user id on `request.state`."""
+    # A JWKS fetch may be needed: off the event loop.
+    claims = await anyio.to_thread.run_sync(_verifier(request).verify_header, authorization)
+    request.state.user_id = uuid.UUID(claims["sub"])
+    return claims
+
+
+async def caller_session(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AsyncIterator[AsyncSession]:
+    """A session in the caller's role: anon without a token, the user's claims with one."""
+    database: Database = request.app.state.database
+    if authorization is None:
+        async with database.async_anon_session() as session:
+            yield session
+        return
+    claims = await verified_claims(request, authorization)
+    async with database.async_user_session(claims=claims) as session:
+        yield session
+
+
+async def user_session(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AsyncIterator[AsyncSession]:
+    """A signed-in user's session; no token is a 401."""
+    if authorization is None:
+        raise InvalidTokenError("missing Authorization: Bearer <access token>")
+    claims = await verified_claims(request, authorization)
+    database: Database = request.app.state.database
+    async with database.async_user_session(claims=claims) as session:
+        yield session
+
+
+CallerSession = Annotated[AsyncSession, Depends(caller_session)]
+UserSession = Annotated[AsyncSession, Depends(user_session)]
+
+
+def current_user_id(request: Request) -> uuid.UUID:
+    """The verified caller's user id (after a UserSession dependency ran)."""
+    user_id: uuid.UUID = request.state.user_id
+    return user_id
