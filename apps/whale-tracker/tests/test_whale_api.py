@@ -105,6 +105,14 @@ def test_one_by_hash_and_daily_stats(client: TestClient, loaded: int) -> None:
     assert client.get("/whale-transactions/0x" + "0" * 64).status_code == 404
     stats = client.get("/stats/daily").json()
     assert sum(day["transactions"] for day in stats) == loaded
+    top = client.get("/whale-transactions/top", params={"limit": 5}).json()
+    scores = [row["whale_score"] for row in top]
+    page = client.get("/whale-transactions", params={"limit": 200}).json()
+    more = client.get("/whale-transactions", params={"cursor": page["next_cursor"]}).json()
+    everything = page["data"] + more["data"]
+    assert len(everything) == loaded
+    best = sorted((row["whale_score"] for row in everything), key=float, reverse=True)[:5]
+    assert len(top) == 5 and [float(x) for x in scores] == [float(x) for x in best]
 
 
 @pytest.mark.parametrize(

@@ -259,10 +259,9 @@ def test_profiles_and_watchlists_by_user(db_session: Session, identity: Identity
     WatchlistEntryFactory(user_id=theirs.id)
     profiles, watchlist = ProfileRepository(db_session), WatchlistRepository(db_session)
     with identity.as_user(mine.id):
-        me = profiles.mine()
-        assert me is not None and me.id == mine.id
-        assert profiles.by_username(username=theirs.username) is None  # RLS: not mine
-        assert len(watchlist.for_user(user_id=mine.id).data) == 3
-        assert watchlist.for_user(user_id=theirs.id).data == []
+        assert [p.id for p in profiles.list().data] == [mine.id]  # RLS: "mine"
+        assert profiles.get(id=theirs.id) is None
+        assert len(watchlist.list().data) == 3
+        assert watchlist.list(filters={"user_id": theirs.id}).data == []
     with identity.as_service():
-        assert len(watchlist.for_user(user_id=theirs.id).data) == 1
+        assert len(watchlist.list(filters={"user_id": theirs.id}).data) == 1

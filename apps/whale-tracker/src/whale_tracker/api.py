@@ -65,6 +65,23 @@ def create_app(
         return public_page(page, WhaleTransactionsPublic)
 
     @app.get(
+        "/whale-transactions/top",
+        response_model=list[WhaleTransactionPublic],
+        responses=responses(401, 422, 503),
+    )
+    async def top_whale_transactions(
+        s: CallerSession,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[WhaleTransactionPublic]:
+        """The highest whale scores (largest first on ties), optionally within a time range."""
+        rows = await _whales(s).run(
+            WhaleTransactionRepository.top_by_score, limit=limit, since=since, until=until
+        )
+        return [WhaleTransactionPublic.model_validate(r) for r in rows]
+
+    @app.get(
         "/whale-transactions/{tx_hash}",
         response_model=WhaleTransactionPublic,
         responses=responses(401, 404, 422, 503),

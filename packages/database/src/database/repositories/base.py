@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
+import re
+
 import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
@@ -185,8 +187,12 @@ def _constraint_columns(name: str | None) -> list[str]:
         return []
     for table in metadata.tables.values():
         for constraint in table.constraints:
-            if constraint.name == name:
-                return [c.name for c in getattr(constraint, "columns", [])]
+            if constraint.name != name:
+                continue
+            if isinstance(constraint, sa.CheckConstraint):  # the columns its SQL names
+                words = set(re.findall(r"[a-z_][a-z0-9_]*", str(constraint.sqltext)))
+                return [c.name for c in table.columns if c.name in words]
+            return [c.name for c in getattr(constraint, "columns", [])]
         for index in table.indexes:
             if index.name == name:
                 return [c.name for c in index.columns]
