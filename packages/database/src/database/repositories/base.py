@@ -13,11 +13,10 @@ each naming the field and the constraint. Bulk writes are `database.repositories
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
-
-import re
 
 import psycopg
 import sqlalchemy as sa
