@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from alert_service.api import MAX_BODY_BYTES, create_app
-from alert_service.rules import MAX_RULES_PER_USER
+from database.schema.alerts import MAX_RULES_PER_USER
 from database.sessions import Database
 from service_kit.tokens import TokenVerifier
 

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from database.errors import BulkWriteError, InvalidInputError
 from database.repositories import BulkWriter, UpsertResult, WhaleTransactionRepository
-from database.schema import Alert, Ohlcv, WhaleTransaction, WhaleTransactionCreate
+from database.schema import Ohlcv, WatchlistEntry, WhaleTransaction, WhaleTransactionCreate
 from database.sessions import Database, user_claims
 from database_tools.factories import OhlcvFactory, WhaleTransactionFactory
 from database_tools.identities import create_auth_user
@@ -25,7 +25,7 @@ from database_tools.identities import create_auth_user
 
 @pytest.fixture(autouse=True)
 def _empty_tables(truncate_after: Callable[..., None]) -> None:
-    truncate_after("whale_transactions", "ohlcv", "alerts", "auth.users")
+    truncate_after("whale_transactions", "ohlcv", "watchlist_entries", "auth.users")
 
 
 @pytest.fixture
@@ -144,15 +144,18 @@ def test_unknown_key_columns_are_refused(writer: BulkWriter) -> None:
 def test_a_user_writer_upserts_under_rls(database: Database) -> None:
     with database.service_session() as s:
         me, someone_else = create_auth_user(s.connection()), create_auth_user(s.connection())
-    rules = [{"name": f"r{i}", "alert_type": "whale_transaction",
-              "conditions": {"min_value_eth": str(i + 1)}} for i in range(3)]  # fmt: skip
+    entries = [{"kind": "address", "reference": "0x" + f"{i:040x}", "label": f"w{i}"}
+               for i in range(3)]  # fmt: skip
+    key = ["user_id", "kind", "reference"]
     mine = BulkWriter(database, claims=user_claims(user_id=me))
-    assert mine.upsert(Alert, rows=rules, key=["id"], extra={"user_id": me}).inserted == 3
+    assert mine.upsert(WatchlistEntry, rows=entries, key=key, extra={"user_id": me}).inserted == 3
+    relabelled = [{**e, "label": "renamed"} for e in entries]
+    assert mine.upsert(WatchlistEntry, rows=relabelled, key=key, extra={"user_id": me}).updated == 3
     with pytest.raises(BulkWriteError, match="row-level security"):
-        mine.upsert(Alert, rows=rules, key=["id"], extra={"user_id": someone_else})
+        mine.upsert(WatchlistEntry, rows=entries, key=key, extra={"user_id": someone_else})
     with database.service_session() as s:
-        owners = s.execute(sa.text("select distinct user_id from alerts")).scalars().all()
-    assert owners == [me]
+        rows = s.execute(sa.text("select distinct user_id, label from watchlist_entries")).all()
+    assert [tuple(r) for r in rows] == [(me, "renamed")]
 
 
 def test_whale_filters_and_queries(writer: BulkWriter, db_session: Session) -> None:

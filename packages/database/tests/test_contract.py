@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
+from database.errors import invalid_input
 from database.schema.registry import SCHEMAS
 from database_tools.factories import FACTORIES
 
@@ -73,9 +74,9 @@ SCHEMA_RULES: list[tuple[str, str, Any, str]] = [
     ("market_data", "price", Decimal("0"), "greater than 0"),
     ("market_data", "volume_24h", Decimal("-1"), "greater than or equal to 0"),
     ("market_data", "observed_at", datetime(2026, 1, 1), "timezone"),
-    ("dexes", "id", "Uni Swap", "String should match pattern"),
+    ("dexes", "id", "Uni Swap", "lower-case letters, digits, _ or -"),
     ("tokens", "decimals", 37, "less than or equal to 36"),
-    ("tokens", "address", "has space", "String should match pattern"),
+    ("tokens", "address", "has space", "an address on its network"),
     ("pools", "reserve_usd", Decimal("-1"), "greater than or equal to 0"),
     ("ohlcv", "low", Decimal("3001"), "low <= open, close <= high"),
     ("ohlcv", "high", Decimal("2995"), "low <= open, close <= high"),
@@ -83,8 +84,9 @@ SCHEMA_RULES: list[tuple[str, str, Any, str]] = [
     ("ohlcv", "timeframe", "2h", "Input should be"),
     ("ohlcv", "volume", Decimal("-1"), "greater than or equal to 0"),
     ("profiles", "username", "ab", "at least 3"),
-    ("profiles", "username", "bad-name", "String should match pattern"),
-    ("profiles", "preferences", {"timezone": "Mars/Olympus"}, "IANA time zone"),
+    ("profiles", "username", "bad-name", "lower-case letters, digits or underscores"),
+    ("profiles", "preferences", {"timezone": "Mars Olympus"}, "IANA time zone"),
+    ("profiles", "preferences", {"notifications": {"in_app": "yes"}}, "valid boolean"),
     ("profiles", "preferences", {"theme": "dark"}, "Extra inputs are not permitted"),
     ("watchlist_entries", "reference", "not-an-address", "0x + 40 hex digits"),
     ("watchlist_entries", "kind", "nft", "Input should be"),
@@ -101,6 +103,16 @@ SCHEMA_RULES: list[tuple[str, str, Any, str]] = [
         "conditions.alert_type must equal alert_type",
     ),
     ("alerts", "channels", [{"type": "webhook", "url": "http://example.com/h"}], "https"),
+    ("alerts", "channels", [{"type": "webhook", "url": "https://127.0.0.1/h"}], "no IP address"),
+    (
+        "alerts",
+        "channels",
+        [
+            {"type": "webhook", "url": "https://a.example.com/1"},
+            {"type": "webhook", "url": "https://b.example.com/2"},
+        ],
+        "at most 1 with type 'webhook'",
+    ),
     ("alerts", "channels", [], "at least 1 item"),
     ("alerts", "channels", [{"type": "sms"}], "does not match any of the expected tags"),
     ("alert_events", "payload", "not json object", "valid dictionary"),
@@ -108,8 +120,11 @@ SCHEMA_RULES: list[tuple[str, str, Any, str]] = [
     ("system_events", "message", "", "at least 1 character"),
     ("collection_runs", "status", "succeeded", "finished_at must be set"),
     ("collection_runs", "records_collected", -1, "greater than or equal to 0"),
-    ("evaluator_cursors", "name", "Has Spaces", "String should match pattern"),
+    ("evaluator_cursors", "name", "Has Spaces", "lower-case letters, digits and _ . : -"),
     ("evaluator_cursors", "last_id", None, "last_created_at and last_id go together"),
+    ("alert_webhook_secrets", "secret", "short", "64 hex digits"),
+    ("whale_transactions", "gas_price", 2**63, "less than or equal to 9223372036854775807"),
+    ("alerts", "name", "nul\x00here", "NUL"),
 ]
 
 
@@ -122,7 +137,7 @@ def test_create_schema_rejects_with_field_and_rule(
     data = {**valid.model_dump(), field: bad}
     with pytest.raises(ValidationError) as caught:
         schemas.create.model_validate(data)
-    errors = caught.value.errors()
+    errors = invalid_input(caught.value).errors  # the messages people see
     about_field = [e for e in errors if not e["loc"] or e["loc"][0] == field]
     assert any(message in e["msg"] for e in about_field), errors
 
@@ -322,7 +337,7 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
     (
         "profiles",
         "update profiles set preferences = '[]' where id = :id",
-        "ck_profiles_preferences_is_object",
+        "ck_profiles_preferences_valid",
     ),
     (
         "profiles",
@@ -349,7 +364,7 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
     (
         "alerts",
         "update alerts set cooldown_seconds = -1 where id = :id",
-        "ck_alerts_cooldown_range",
+        "ck_alerts_cooldown_seconds_range",
     ),
     (
         "alerts",
@@ -359,14 +374,14 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
     (
         "alerts",
         "update alerts set conditions = '[1]' where id = :id",
-        "ck_alerts_conditions_is_object",
+        "ck_alerts_conditions_valid",
     ),
-    ("alerts", "update alerts set channels = '[]' where id = :id", "ck_alerts_channels_count"),
+    ("alerts", "update alerts set channels = '[]' where id = :id", "ck_alerts_channels_valid"),
     (
         "alerts",
         "update alerts set conditions = conditions || jsonb_build_object('pad',"
         " (select string_agg(md5(g::text), '') from generate_series(1, 400) g)) where id = :id",
-        "ck_alerts_conditions_size",
+        "ck_alerts_conditions_valid",
     ),
     (
         "alerts",
@@ -431,9 +446,25 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
         "ck_evaluator_cursors_position_complete",
     ),
     (
+        "alert_webhook_secrets",
+        "update alert_webhook_secrets set secret = 'short' where alert_id = :id",
+        "ck_alert_webhook_secrets_secret_format",
+    ),
+    (
         "alerts",
-        "update alerts set webhook_secret = 'short' where id = :id",
-        "ck_alerts_webhook_secret_length",
+        'update alerts set conditions = \'{"alert_type": "whale_transaction",'
+        ' "min_value_eth": "abc"}\' where id = :id',
+        "ck_alerts_conditions_valid",
+    ),
+    (
+        "alerts",
+        'update alerts set channels = \'[{"type": "webhook"}]\' where id = :id',
+        "ck_alerts_channels_valid",
+    ),
+    (
+        "market_data",
+        "update market_data set exchange = 'Binance' where id = :id",
+        "ck_market_data_exchange_format",
     ),
 ]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from database.errors import ConfigurationError
 from database.settings import Settings, is_transaction_pooler, load_settings
@@ -36,7 +37,7 @@ def test_urls_are_normalized_to_psycopg(raw: str) -> None:
         ("DATABASE_URL", "postgresql://u:p@h:notaport/db", "not a valid database URL"),
         ("DATABASE_URL", "postgresql://u:p@h:70000/db", "outside 1-65535"),
         ("DATABASE_URL", "postgresql://u:p@h:5432", "names no database"),
-        ("DATABASE_POOLER_URL", "postgresql://u:p@:6543/postgres", "has no host"),
+        ("DATABASE_API_URL", "postgresql://u:p@:6543/postgres", "has no host"),
     ],
 )
 def test_malformed_urls_name_the_variable(
@@ -79,10 +80,10 @@ def test_pool_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_port_6543_is_the_transaction_pooler() -> None:
     pooler = load_settings(
         database_pooler_url="postgres://u:p@aws-0-eu.pooler.supabase.com:6543/postgres"
-    ).pooler_url()
+    ).api_url(make_url("postgresql+psycopg://o@h/d"))
     session = load_settings(
         database_pooler_url="postgres://u:p@aws-0-eu.pooler.supabase.com:5432/postgres"
-    ).pooler_url()
+    ).api_url(make_url("postgresql+psycopg://o@h/d"))
     assert pooler is not None and is_transaction_pooler(pooler)
     assert session is not None and not is_transaction_pooler(session)
 

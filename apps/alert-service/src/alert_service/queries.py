@@ -200,11 +200,13 @@ _CLAIM = sa.text("""
     update alert_events e
        set attempts = e.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease)
       from alerts a
+      left join alert_webhook_secrets s on s.alert_id = a.id
      where a.id = e.alert_id
        and e.id in (select id from alert_events
                      where delivery_status = 'pending' and next_attempt_at <= now()
                      order by next_attempt_at limit :limit for update skip locked)
-    returning e.id, e.alert_id, e.payload, e.attempts, e.triggered_at, a.channels, a.webhook_secret
+    returning e.id, e.alert_id, e.payload, e.attempts, e.triggered_at, a.channels,
+              s.secret as webhook_secret
 """)
 _SETTLE = sa.text(
     "update alert_events set delivery_status = :status, last_error = :error,"

@@ -5,7 +5,6 @@ not found. None of them commits; the request's session does.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -13,13 +12,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from database.errors import ConflictError, InvalidInputError, NotFoundError
+from database.errors import InvalidInputError, NotFoundError
 from database.repositories import Repository
 from database.schema import Alert, AlertCreate, AlertEvent, AlertUpdate
 from database.schema.base import Page
 
-MAX_RULES_PER_USER = 100
-_COUNT_MINE = sa.text("select count(*) from alerts where user_id = :user_id")
+# Issued by the database when a rule gains a webhook channel; readable by its owner only.
+_WEBHOOK_SECRET = sa.text("select private.webhook_secret(:rule)")
 
 
 class AlertRepository(Repository[Alert]):
@@ -41,21 +40,20 @@ class SavedRule:
 
 
 def _has_webhook(channels: Any) -> bool:
-    return any(getattr(c, "type", None) == "webhook" for c in channels or [])
+    return any((c.get("type") if isinstance(c, dict) else getattr(c, "type", None)) == "webhook"
+               for c in channels or [])  # fmt: skip
 
 
-def _new_secret() -> str:
-    return secrets.token_hex(32)
+def _secret(session: Session, rule_id: uuid.UUID) -> str | None:
+    secret: str | None = session.execute(_WEBHOOK_SECRET, {"rule": rule_id}).scalar_one()
+    return secret
 
 
 def create_rule(session: Session, /, *, user_id: uuid.UUID, data: AlertCreate) -> SavedRule:
-    count = session.execute(_COUNT_MINE, {"user_id": user_id}).scalar_one()
-    if count >= MAX_RULES_PER_USER:
-        raise ConflictError(
-            field="alerts", rule=f"rule limit reached: at most {MAX_RULES_PER_USER} rules per user"
-        )
-    secret = _new_secret() if _has_webhook(data.channels) else None
-    rule = AlertRepository(session).create(data=data, user_id=user_id, webhook_secret=secret)
+    """The caller's new rule. The database counts the caller's rules (at most
+    MAX_RULES_PER_USER: a ConflictError beyond) and issues the webhook secret."""
+    rule = AlertRepository(session).create(data=data, user_id=user_id)
+    secret = _secret(session, rule.id) if _has_webhook(data.channels) else None
     return SavedRule(rule, secret)
 
 
@@ -72,6 +70,7 @@ def list_rules(session: Session, /, *, limit: int, cursor: str | None) -> Page[A
 
 def update_rule(session: Session, /, *, rule_id: uuid.UUID, data: AlertUpdate) -> SavedRule:
     current = get_rule(session, rule_id=rule_id)
+    had_webhook = _has_webhook(current.channels)
     if data.conditions is not None and data.conditions.alert_type != current.alert_type:
         raise InvalidInputError(
             field="conditions.alert_type", rule=f"must stay {current.alert_type}"
@@ -79,11 +78,8 @@ def update_rule(session: Session, /, *, rule_id: uuid.UUID, data: AlertUpdate) -
     rule = AlertRepository(session).update(id=rule_id, data=data)
     if rule is None:  # deleted meanwhile
         raise NotFoundError(what="alert")
-    secret = None
-    if _has_webhook(data.channels) and rule.webhook_secret is None:
-        secret = rule.webhook_secret = _new_secret()
-        session.flush()
-    return SavedRule(rule, secret)
+    gained = _has_webhook(data.channels) and not had_webhook
+    return SavedRule(rule, _secret(session, rule.id) if gained else None)
 
 
 def delete_rule(session: Session, /, *, rule_id: uuid.UUID) -> None:

@@ -25,6 +25,8 @@ from database.schema import (
     AlertCreate,
     AlertEvent,
     AlertEventCreate,
+    AlertWebhookSecret,
+    AlertWebhookSecretCreate,
     CollectionRun,
     CollectionRunCreate,
     Dex,
@@ -263,6 +265,18 @@ class AlertFactory(ModelFactory):
     conditions = factory.LazyFunction(lambda: {"min_value_eth": "100"})
 
 
+class AlertWebhookSecretFactory(ModelFactory):
+    create_schema = AlertWebhookSecretCreate
+
+    class Meta:
+        model = AlertWebhookSecret
+        exclude = ("alert",)
+
+    alert = factory.SubFactory(AlertFactory)
+    alert_id = factory.SelfAttribute("alert.id")
+    secret = factory.LazyFunction(lambda: os.urandom(32).hex())
+
+
 class AlertEventFactory(ModelFactory):
     create_schema = AlertEventCreate
 
@@ -326,6 +340,7 @@ FACTORIES: dict[str, type[ModelFactory]] = {
         ProfileFactory,
         WatchlistEntryFactory,
         AlertFactory,
+        AlertWebhookSecretFactory,
         AlertEventFactory,
         SystemEventFactory,
         CollectionRunFactory,

@@ -38,6 +38,12 @@ begin
   if not exists (select from pg_roles where rolname = 'authenticator') then
     create role authenticator login noinherit;
   end if;
+  -- Our apps' API login role (DATABASE_API_URL; README "API login role"): like PostgREST's
+  -- authenticator it can only switch to anon or authenticated, never to the owner or
+  -- service_role, so an injected `reset role` lands on a role with no privileges at all.
+  if not exists (select from pg_roles where rolname = 'crypto_api') then
+    create role crypto_api login noinherit;
+  end if;
 end
 $roles$;
 
@@ -48,6 +54,7 @@ alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
 alter role authenticator set statement_timeout = '8s';
 alter role authenticator set lock_timeout = '8s';
+alter role crypto_api set statement_timeout = '8s';
 
 do $membership$
 begin
@@ -61,6 +68,12 @@ begin
   end if;
   if not pg_has_role('authenticator', 'service_role', 'member') then
     grant service_role to authenticator;
+  end if;
+  if not pg_has_role('crypto_api', 'anon', 'member') then
+    grant anon to crypto_api;
+  end if;
+  if not pg_has_role('crypto_api', 'authenticated', 'member') then
+    grant authenticated to crypto_api;
   end if;
   if not (select rolsuper from pg_roles where rolname = current_user) then
     if not pg_has_role(current_user, 'anon', 'member') then

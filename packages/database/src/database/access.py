@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 import database.schema  # noqa: F401 - registers every table and view on the metadata
 from database.schema.base import AccessClass, access_info, metadata
+from database.schema.registry import SCHEMAS
 
 __all__ = ["AccessClass", "TableAccess", "access_info", "declared", "diff"]
 
@@ -65,6 +66,11 @@ class TableAccess:
     access: AccessClass
     owner: str | None = None
     is_view: bool = False
+    # User-owned tables: the columns a user may set when inserting (its Create schema's fields
+    # and the owner) and when updating (its Update schema's); ids, timestamps and the owner
+    # after insert are the server's.
+    insert_columns: tuple[str, ...] = ()
+    update_columns: tuple[str, ...] = ()
 
     def policies(self) -> list[Policy]:
         if self.is_view:  # a security_invoker view is filtered by its tables' policies
@@ -89,7 +95,7 @@ class TableAccess:
         readers = frozenset({"select"})
         by_class = {
             AccessClass.PUBLIC_DATA: {"anon": readers, "authenticated": readers},
-            AccessClass.USER_OWNED: {"authenticated": frozenset(WRITE)},
+            AccessClass.USER_OWNED: {"authenticated": frozenset({"select", "delete"})},
             AccessClass.USER_READABLE: {"authenticated": readers},
             AccessClass.INTERNAL: {},
         }[self.access]
@@ -98,6 +104,17 @@ class TableAccess:
             "authenticated": frozenset(),
             **by_class,
             "service_role": service,
+        }
+
+    def column_grants(self) -> dict[str, dict[str, frozenset[str]]]:
+        """Column-level privileges: role -> privilege -> columns (user-owned tables only)."""
+        if self.access is not AccessClass.USER_OWNED:
+            return {}
+        return {
+            "authenticated": {
+                "insert": frozenset(self.insert_columns),
+                "update": frozenset(self.update_columns),
+            }
         }
 
     def apply_sql(self, *, existing_policies: Iterable[str] = ()) -> list[str]:
@@ -112,6 +129,11 @@ class TableAccess:
                 sql.append(
                     f"grant {', '.join(p for p in WRITE if p in privileges)} on {target} to {role}"
                 )
+        for role, by_privilege in self.column_grants().items():
+            for privilege, columns in sorted(by_privilege.items()):
+                if columns:
+                    listed = ", ".join(sorted(columns))
+                    sql.append(f"grant {privilege} ({listed}) on {target} to {role}")
         sql.extend(p.create_sql() for p in self.policies())
         return sql
 
@@ -133,6 +155,8 @@ class ActualAccess:
         default_factory=dict
     )
     grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    # role -> privilege -> columns granted on the column level only
+    column_grants: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
 
 
 def declared() -> list[TableAccess]:
@@ -144,15 +168,33 @@ def declared() -> list[TableAccess]:
         info = table.info
         if "access" not in info:
             raise LookupError(f"table {table.name} declares no access class (access_info)")
+        access = AccessClass(info["access"])
+        insert: tuple[str, ...] = ()
+        update: tuple[str, ...] = ()
+        if access is AccessClass.USER_OWNED:
+            insert, update = _client_columns(table, info["owner"])
         result.append(
             TableAccess(
                 table=table.name,
-                access=AccessClass(info["access"]),
+                access=access,
                 owner=info.get("owner"),
                 is_view=bool(info.get("view")),
+                insert_columns=insert,
+                update_columns=update,
             )
         )
     return result
+
+
+def _client_columns(table: sa.Table, owner: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    schemas = SCHEMAS[table.name]
+    mapper = sa.inspect(schemas.table)
+    column_of = {attr.key: attr.columns[0].name for attr in mapper.column_attrs}
+    insert = {column_of[f] for f in schemas.create.model_fields if f in column_of} | {owner}
+    update = set()
+    if schemas.update is not None:
+        update = {column_of[f] for f in schemas.update.model_fields if f in column_of} - {owner}
+    return tuple(sorted(insert)), tuple(sorted(update))
 
 
 _POLICIES_SQL = sa.text(
@@ -162,6 +204,15 @@ _POLICIES_SQL = sa.text(
 _GRANTS_SQL = sa.text(
     "select grantee, lower(privilege_type) as privilege from information_schema.role_table_grants"
     " where table_schema = 'public' and table_name = :t and grantee = any(:roles)"
+)
+# Privileges granted column by column (attacl), which role_table_grants does not show.
+_COLUMN_GRANTS_SQL = sa.text(
+    "select r.rolname as grantee, lower(acl.privilege_type) as privilege,"
+    " array_agg(a.attname::text order by a.attname) as columns"
+    " from pg_attribute a cross join lateral aclexplode(a.attacl) acl"
+    " join pg_roles r on r.oid = acl.grantee"
+    " where a.attrelid = to_regclass('public.' || :t) and a.attnum > 0 and not a.attisdropped"
+    " and r.rolname = any(:roles) group by 1, 2"
 )
 _RELATION_SQL = sa.text(
     "select c.relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace"
@@ -185,11 +236,15 @@ def inspect_actual(connection: sa.Connection, table: str) -> ActualAccess:
     grants: dict[str, set[str]] = {role: set() for role in API_ROLES}
     for row in connection.execute(_GRANTS_SQL, {"t": table, "roles": list(API_ROLES)}):
         grants[row.grantee].add(row.privilege)
+    columns: dict[str, dict[str, frozenset[str]]] = {}
+    for row in connection.execute(_COLUMN_GRANTS_SQL, {"t": table, "roles": list(API_ROLES)}):
+        columns.setdefault(row.grantee, {})[row.privilege] = frozenset(row.columns)
     return ActualAccess(
         exists=True,
         rls=bool(rls),
         policies=policies,
         grants={role: frozenset(p) for role, p in grants.items()},
+        column_grants=columns,
     )
 
 
@@ -246,6 +301,14 @@ def diff_table(connection: sa.Connection, spec: TableAccess) -> Drift | None:
         have = actual.grants.get(role, frozenset())
         if have != privileges:
             problems.append(f"{role} has {sorted(have)}, declared {sorted(privileges)}")
+    declared_columns = spec.column_grants()
+    for role in sorted(set(declared_columns) | set(actual.column_grants)):
+        want = {k: v for k, v in declared_columns.get(role, {}).items() if v}
+        have_columns = actual.column_grants.get(role, {})
+        for privilege in sorted(set(want) | set(have_columns)):
+            w, h = want.get(privilege, frozenset()), have_columns.get(privilege, frozenset())
+            if w != h:
+                problems.append(f"{role} may {privilege} columns {sorted(h)}, declared {sorted(w)}")
     return Drift(spec.table, tuple(problems), actual) if problems else None
 
 

@@ -1,15 +1,328 @@
-"""Database objects beyond tables, declared in code and rendered to SQL by migrations.
+"""Database objects beyond tables, declared in code: views, functions, triggers and publication
+membership. Migrations create them from here, and the drift report (`database.drift`, used by
+`alembic check` and tests) compares each with the database, body and all.
 
-Views are declared as `sa.Table(..., info={"view": True, "definition": …})` beside their
-tables in `database.schema`, and created with `security_invoker` so the caller's RLS applies.
+What is declared, and where it comes from:
+
+* views — `sa.Table(..., info={"view": True, "definition": …})` beside their tables, created
+  `security_invoker` so the caller's RLS applies;
+* functions in `private` (a schema the Data API does not expose; search_path pinned):
+  `uuid_v7()` for ids made by SQL, the JSON document validators rendered from the document
+  models (`database.schema.documents`), the quota trigger, `updated_at` and change
+  notification, and the webhook-secret functions;
+* triggers — `updated_at` on every table that has the column, a quota on every user-owned
+  table that declares one, NOTIFY on whale transactions, webhook secrets on alerts;
+* the `supabase_realtime` publication's tables.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
+
 import sqlalchemy as sa
 
-import database.schema  # noqa: F401 - registers the views
+import database.schema  # noqa: F401 - registers the tables and views
 from database.schema.base import metadata
+from database.schema.documents import render_functions
+
+PRIVATE = "private"
+API_ROLES = ("anon", "authenticated", "service_role")
+#: Raised by the quota trigger; the repositories turn it into a ConflictError.
+QUOTA_SQLSTATE = "23Q01"
+REALTIME_PUBLICATION = "supabase_realtime"
+REALTIME_TABLES = ("whale_transactions",)
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function in `private`: its CREATE OR REPLACE statement and who may execute it."""
+
+    name: str  # schema-qualified, without arguments
+    signature: str  # e.g. "private.valid_alert_conditions(jsonb)"
+    create: str
+    execute: tuple[str, ...] = ()
+
+    def apply_sql(self) -> list[str]:
+        sql = [self.create, f"revoke all on function {self.signature} from public"]
+        if self.execute:
+            sql.append(f"grant execute on function {self.signature} to {', '.join(self.execute)}")
+        return sql
+
+    def drop_sql(self) -> str:
+        return f"drop function if exists {self.signature}"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    table: str
+    create: str
+
+    def drop_sql(self) -> str:
+        return f"drop trigger if exists {self.name} on public.{self.table}"
+
+
+def _sql_function(name: str, args: str, returns: str, body: str, *, definer: bool = False,
+                  volatility: str = "volatile", language: str = "sql") -> str:  # fmt: skip
+    security = " security definer" if definer else ""
+    return (
+        f"create or replace function {name}({args}) returns {returns}\n"
+        f"language {language} {volatility}{security} set search_path = '' as $$\n"
+        f"{body.strip()}\n$$"
+    )
+
+
+# -- functions ----------------------------------------------------------------------------
+
+_UUID_V7 = Function(
+    "private.uuid_v7",
+    "private.uuid_v7()",
+    # RFC 9562 version 7: 48 bits of Unix milliseconds over a random v4 UUID, whose version
+    # bits (0100) become 0111 by setting bits 52 and 53. PostgreSQL 18 has uuidv7(); 15 not.
+    _sql_function(
+        "private.uuid_v7",
+        "",
+        "uuid",
+        """
+  select encode(
+    set_bit(set_bit(
+      overlay(uuid_send(gen_random_uuid())
+              placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint)
+                                from 3)
+              from 1 for 6),
+      52, 1), 53, 1),
+    'hex')::uuid
+""",
+    ),
+    execute=API_ROLES,
+)
+
+_SET_UPDATED_AT = Function(
+    "private.set_updated_at",
+    "private.set_updated_at()",
+    _sql_function(
+        "private.set_updated_at",
+        "",
+        "trigger",
+        """
+begin
+  new.updated_at := now();
+  return new;
+end
+""",
+        language="plpgsql",
+    ),
+)
+
+# One notification per INSERT statement, however many rows it wrote: bulk ingest pays nothing
+# per row. Listeners then read new rows from their stored cursor.
+_NOTIFY_WHALES = Function(
+    "private.notify_whale_transactions",
+    "private.notify_whale_transactions()",
+    _sql_function(
+        "private.notify_whale_transactions",
+        "",
+        "trigger",
+        """
+begin
+  perform pg_notify('whale_transactions', tg_op);
+  return null;
+end
+""",
+        language="plpgsql",
+    ),
+)
+
+# Quotas, race-free: the owner's rows are counted under a transaction-scoped advisory lock on
+# (table, owner), so concurrent inserts for one owner queue up and each sees the others.
+# Arguments: owner column, limit, what the rows are called, singular and plural (the message).
+_ENFORCE_QUOTA = Function(
+    "private.enforce_quota",
+    "private.enforce_quota()",
+    _sql_function(
+        "private.enforce_quota",
+        "",
+        "trigger",
+        f"""
+declare
+  owner text := to_jsonb(new) ->> tg_argv[0];
+  used bigint;
+begin
+  if tg_op = 'UPDATE' and (to_jsonb(old) ->> tg_argv[0]) is not distinct from owner then
+    return new;
+  end if;
+  perform pg_advisory_xact_lock(hashtextextended(tg_table_name || ':' || owner, 0));
+  execute format('select count(*) from %I.%I where %I = $1::uuid',
+                 tg_table_schema, tg_table_name, tg_argv[0])
+    into used using owner;
+  if used >= tg_argv[1]::bigint then
+    raise exception '% limit reached: at most % % per user', tg_argv[2], tg_argv[1], tg_argv[3]
+      using errcode = '{QUOTA_SQLSTATE}', table = tg_table_name, column = tg_argv[0];
+  end if;
+  return new;
+end
+""",
+        definer=True,
+        language="plpgsql",
+    ),
+)
+
+# A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
+# loses it; 256 bits from the server's strong random source (two v4 UUIDs' worth of hex).
+_NEW_SECRET = "replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')"
+_SYNC_WEBHOOK_SECRET = Function(
+    "private.sync_webhook_secret",
+    "private.sync_webhook_secret()",
+    _sql_function(
+        "private.sync_webhook_secret",
+        "",
+        "trigger",
+        f"""
+begin
+  if new.channels @> '[{{"type": "webhook"}}]' then
+    insert into public.alert_webhook_secrets (alert_id, secret)
+    values (new.id, {_NEW_SECRET})
+    on conflict (alert_id) do nothing;
+  else
+    delete from public.alert_webhook_secrets where alert_id = new.id;
+  end if;
+  return null;
+end
+""",
+        definer=True,
+        language="plpgsql",
+    ),
+)
+# The caller's own rule's secret (NULL for another user's rule or none): what the rules API
+# shows once, when it was issued.
+_WEBHOOK_SECRET = Function(
+    "private.webhook_secret",
+    "private.webhook_secret(uuid)",
+    _sql_function(
+        "private.webhook_secret",
+        "rule uuid",
+        "text",
+        """
+  select s.secret
+    from public.alert_webhook_secrets s
+    join public.alerts a on a.id = s.alert_id
+   where s.alert_id = rule
+     and (a.user_id = (select auth.uid()) or (select auth.role()) = 'service_role')
+""",
+        definer=True,
+        volatility="stable",
+    ),
+    execute=("authenticated", "service_role"),
+)
+_ROTATE_WEBHOOK_SECRET = Function(
+    "private.rotate_webhook_secret",
+    "private.rotate_webhook_secret(uuid)",
+    _sql_function(
+        "private.rotate_webhook_secret",
+        "rule uuid",
+        "text",
+        f"""
+  update public.alert_webhook_secrets s
+     set secret = {_NEW_SECRET}, created_at = now()
+    from public.alerts a
+   where a.id = s.alert_id
+     and s.alert_id = rule
+     and (a.user_id = (select auth.uid()) or (select auth.role()) = 'service_role')
+  returning s.secret
+""",
+        definer=True,
+    ),
+    execute=("authenticated", "service_role"),
+)
+
+
+def _document_functions() -> list[Function]:
+    found: dict[str, Function] = {}
+    for table in metadata.sorted_tables:
+        for constraint in table.constraints:
+            document = constraint.info.get("document")
+            if document is None:
+                continue
+            name, annotation = document
+            _, statements = render_functions(annotation, name)
+            for create in statements:
+                qualified = create.split("function ", 1)[1].split("(", 1)[0]
+                found[qualified] = Function(
+                    qualified,
+                    f"{qualified}(jsonb)",
+                    create,
+                    execute=("authenticated", "service_role"),
+                )
+    return list(found.values())
+
+
+@cache
+def declared_functions() -> tuple[Function, ...]:
+    return (
+        _UUID_V7,
+        _SET_UPDATED_AT,
+        _NOTIFY_WHALES,
+        _ENFORCE_QUOTA,
+        *_document_functions(),
+        _SYNC_WEBHOOK_SECRET,
+        _WEBHOOK_SECRET,
+        _ROTATE_WEBHOOK_SECRET,
+    )
+
+
+# -- triggers -----------------------------------------------------------------------------
+
+
+@cache
+def declared_triggers() -> tuple[Trigger, ...]:
+    triggers: list[Trigger] = []
+    for table in metadata.sorted_tables:
+        if table.schema is not None or table.info.get("view"):
+            continue
+        t = table.name
+        if "updated_at" in table.c:
+            triggers.append(
+                Trigger(
+                    f"{t}_set_updated_at",
+                    t,
+                    f"create trigger {t}_set_updated_at before update on public.{t}"
+                    " for each row execute function private.set_updated_at()",
+                )
+            )
+        quota = table.info.get("quota")
+        if quota is not None:
+            owner = table.info["owner"]
+            singular, plural = table.info.get("quota_noun", ("row", "rows"))
+            triggers.append(
+                Trigger(
+                    f"{t}_quota",
+                    t,
+                    f"create trigger {t}_quota before insert or update of {owner} on public.{t}"
+                    f" for each row execute function private.enforce_quota('{owner}',"
+                    f" '{quota}', '{singular}', '{plural}')",
+                )
+            )
+    triggers.append(
+        Trigger(
+            "whale_transactions_notify",
+            "whale_transactions",
+            "create trigger whale_transactions_notify after insert on public.whale_transactions"
+            " for each statement execute function private.notify_whale_transactions()",
+        )
+    )
+    triggers.append(
+        Trigger(
+            "alerts_webhook_secret",
+            "alerts",
+            "create trigger alerts_webhook_secret after insert or update of channels"
+            " on public.alerts for each row execute function private.sync_webhook_secret()",
+        )
+    )
+    return tuple(triggers)
+
+
+# -- views ----------------------------------------------------------------------------------
 
 
 def declared_views() -> list[str]:
@@ -57,3 +370,14 @@ def view_definition_differs(connection: sa.Connection, name: str) -> str | None:
     if expected.definition != actual.definition:
         return "definition differs from the declared one"
     return None
+
+
+def private_schema_sql() -> list[str]:
+    """The schema the functions live in: not exposed, usable by the roles that call them."""
+    return [
+        # Bodies may name tables created later in the same revision (as pg_dump does).
+        "set local check_function_bodies = off",
+        "create schema if not exists private",
+        "revoke all on schema private from public",
+        f"grant usage on schema private to {', '.join(API_ROLES)}",
+    ]

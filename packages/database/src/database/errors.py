@@ -5,6 +5,7 @@ HTTP); nothing above the data layer ever sees a driver's IntegrityError.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,6 +84,25 @@ class BulkWriteError(DatabasePackageError):
         super().__init__(f"{message} (already committed: {committed})")
 
 
+#: What a pattern means, for people: "String should match pattern '^0x[0-9a-f]{64}$'" becomes
+#: "must be 0x followed by 64 hex digits". Registered beside each pattern's declaration.
+_PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def describe_pattern(pattern: str, meaning: str) -> str:
+    """Register what `pattern` means (shown instead of the regex); returns the pattern."""
+    _PATTERN_MEANINGS[pattern] = meaning
+    return pattern
+
+
+def rule_message(error: Mapping[str, Any]) -> str:
+    """One pydantic error's message, with a registered pattern's meaning when there is one."""
+    ctx = error.get("ctx") or {}
+    if error.get("type") == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_MEANINGS:
+        return _PATTERN_MEANINGS[ctx["pattern"]]
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def invalid_input(exc: ValidationError, *, position: int | None = None) -> InvalidInputError:
     """A pydantic error as "field: rule" (its first problem), every problem kept in `errors`.
 
@@ -91,9 +111,10 @@ def invalid_input(exc: ValidationError, *, position: int | None = None) -> Inval
     problems = exc.errors(include_url=False, include_input=False)
     first = problems[0] if problems else {"loc": (), "msg": str(exc)}
     field = ".".join(str(part) for part in first["loc"]) or "value"
-    rule = str(first["msg"]).removeprefix("Value error, ")
     errors = [
-        {"loc": [str(p) for p in e["loc"]], "msg": str(e["msg"]), "type": e.get("type")}
+        {"loc": [str(p) for p in e["loc"]], "msg": rule_message(e), "type": e.get("type")}
         for e in problems
     ]
-    return InvalidInputError(field=field, rule=rule, position=position, errors=errors)
+    return InvalidInputError(
+        field=field, rule=rule_message(first), position=position, errors=errors
+    )

@@ -101,8 +101,9 @@ def _pool_status(pool: Pool) -> PoolStatus:
 class Database:
     """The engines and session factories for one database. Build once per process.
 
-    `url` is the direct/session connection (migrations, service sessions); `api_url` is what
-    user and anon sessions use: the transaction pooler when DATABASE_POOLER_URL is set.
+    `url` is the direct/session connection (migrations, service sessions, owner); `api_url` is
+    what user and anon sessions log in with: the API role, which can only become anon or
+    authenticated (DATABASE_API_URL; on Supabase through the transaction pooler).
     """
 
     def __init__(
@@ -115,7 +116,8 @@ class Database:
         self.settings = settings or get_settings()
         # Only looked up, never started: `database up` (or the test plugin) starts a local one.
         self.url = url or self.settings.resolved_url()
-        self.api_url = api_url or self.settings.pooler_url() or self.url
+        # User and anon sessions: the NOINHERIT API role, never the owner (decision 13).
+        self.api_url = api_url or self.settings.api_url(self.url)
 
     # -- engines (built on first use) ------------------------------------------------------
 

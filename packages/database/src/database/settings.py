@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
+    AliasChoices,
     AnyHttpUrl,
     Field,
     SecretStr,
@@ -102,8 +103,14 @@ class Settings(BaseSettings):
     # Direct (5432) or session-pooler connection: migrations, workers, bulk writes.
     # Unset: the embedded PostgreSQL that `database up` started in LOCAL_DB_DIR is used.
     database_url: SecretStr | None = None
-    # Transaction pooler (6543): request-serving apps. Unset: DATABASE_URL is used.
-    database_pooler_url: SecretStr | None = None
+    # User and anon sessions of request-serving apps log in as the API role (NOINHERIT, a member
+    # of anon and authenticated only), on Supabase through the transaction pooler (6543).
+    # Unset: DATABASE_URL's server with DB_API_ROLE as the user (no password: local servers).
+    # DATABASE_POOLER_URL is the older name of the same setting.
+    database_api_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("database_api_url", "database_pooler_url")
+    )
+    db_api_role: Annotated[str, Field(pattern="^[a-z_][a-z0-9_]{0,62}$")] = "crypto_api"
 
     supabase_url: AnyHttpUrl | None = None
     supabase_anon_key: SecretStr | None = None
@@ -136,7 +143,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_url",
-        "database_pooler_url",
+        "database_api_url",
         "database_ssl_root_cert",
         "supabase_url",
         "supabase_anon_key",
@@ -150,7 +157,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("database_url", "database_pooler_url")
+    @field_validator("database_url", "database_api_url")
     @classmethod
     def _valid_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:
@@ -186,11 +193,13 @@ class Settings(BaseSettings):
             )
         return url
 
-    def pooler_url(self) -> URL | None:
-        if self.database_pooler_url is None:
-            return None
+    def api_url(self, direct: URL) -> URL:
+        """Where user and anon sessions connect: DATABASE_API_URL, else `direct`'s server with
+        the API role as the user (what the bootstrap creates on local servers)."""
+        if self.database_api_url is None:
+            return direct.set(username=self.db_api_role, password=None)
         url = normalize_database_url(
-            self.database_pooler_url.get_secret_value(), variable="DATABASE_POOLER_URL"
+            self.database_api_url.get_secret_value(), variable="DATABASE_API_URL"
         )
         return with_ssl_defaults(url, root_cert=self.database_ssl_root_cert)
 

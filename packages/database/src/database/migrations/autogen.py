@@ -1,10 +1,11 @@
-"""Alembic autogenerate for what SQLAlchemy metadata cannot describe: access classes and views.
+"""Alembic autogenerate for what SQLAlchemy metadata does not compare: CHECK constraints,
+functions, triggers, publication membership, access classes and views.
 
-Imported by `migrations/env.py`. After the table comparison, every declared table's RLS flag,
-policies and grants (see `database.access`) and every declared view's definition is compared
-with the database; a difference becomes `op.execute(...)` lines in the new revision, with the
-previous state restored on downgrade. So `make revision` writes the SQL for a new table's access
-class, and `alembic check` fails when code and database disagree.
+Imported by `migrations/env.py`. After the table comparison, every finding of the drift report
+(`database.drift`) becomes `op.execute(...)` lines in the new revision, with the previous state
+restored on downgrade. So `make revision` writes the SQL for a new table's access class or a
+changed rule, and `alembic check` fails when code and database disagree. Functions go first
+(CHECKs and triggers call them, including those of tables created in the same revision).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from alembic.operations import MigrateOperation
 from alembic.util import DispatchPriority, PriorityDispatchResult
 
 from database.access import ActualAccess, Policy, TableAccess, declared, diff_table
-from database.ddl import view_definition_differs, view_sql
+from database.ddl import private_schema_sql, view_definition_differs, view_sql
+from database.drift import object_findings
 
 
 class ExecuteManyOp(MigrateOperation):
@@ -43,6 +45,29 @@ def _render(autogen_context: Any, op: ExecuteManyOp) -> list[str]:
     return lines
 
 
+class ValidateOp(MigrateOperation):
+    """VALIDATE CONSTRAINT for those added NOT VALID, after the revision's transaction."""
+
+    def __init__(self, constraints: list[tuple[str, str]]) -> None:
+        self.constraints = constraints
+
+    def reverse(self) -> ExecuteManyOp:
+        return ExecuteManyOp("validation", [], [], "nothing to undo")
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("validate", tuple(self.constraints))
+
+
+@renderers.dispatch_for(ValidateOp)
+def _render_validate(autogen_context: Any, op: ValidateOp) -> list[str]:
+    autogen_context.imports.add("from database.migrations.steps import validate_constraints")
+    pairs = "".join(f"\n    ({t!r}, {c!r})," for t, c in op.constraints)
+    return [
+        "# the constraints added NOT VALID above, checked against stored rows",
+        f"validate_constraints({pairs}\n)",
+    ]
+
+
 def _restore_sql(spec: TableAccess, actual: ActualAccess) -> list[str]:
     """SQL that puts back what the database had before (for the downgrade)."""
     target = f"public.{spec.table}"
@@ -52,6 +77,9 @@ def _restore_sql(spec: TableAccess, actual: ActualAccess) -> list[str]:
     for role, privileges in actual.grants.items():
         if privileges:
             sql.append(f"grant {', '.join(sorted(privileges))} on {target} to {role}")
+    for role, by_privilege in actual.column_grants.items():
+        for privilege, columns in sorted(by_privilege.items()):
+            sql.append(f"grant {privilege} ({', '.join(sorted(columns))}) on {target} to {role}")
     for name, (command, roles, using, check) in actual.policies.items():
         restrictive = command.startswith("restrictive ")
         policy = Policy(name, spec.table, command.removeprefix("restrictive "), roles, using, check)
@@ -65,6 +93,17 @@ def compare_access_and_views(
     autogen_context: Any, upgrade_ops: Any, schemas: set[str | None]
 ) -> PriorityDispatchResult:
     connection: sa.Connection = autogen_context.connection
+    findings = object_findings(connection)
+    if findings:
+        first = [ExecuteManyOp("schema private", private_schema_sql(), [], "functions live here")]
+        first += [
+            ExecuteManyOp(f.subject, list(f.upgrade), list(f.downgrade), f.problem)
+            for f in findings
+        ]
+        upgrade_ops.ops[0:0] = first
+        later = [pair for f in findings for pair in f.validate]
+        if later:
+            upgrade_ops.ops.append(ValidateOp(later))
     for spec in declared():
         if spec.is_view:
             differs = view_definition_differs(connection, spec.table)

@@ -46,6 +46,22 @@ def include_object(
     return True
 
 
+def compare_server_default(
+    context: Any,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool | None:
+    """Defaults that call our own functions are compared as text: Alembic would otherwise run
+    them to compare, before the revision that creates them has."""
+    rendered = (rendered_metadata_default or "").strip("'\"")
+    if "private." in rendered or "private." in (inspected_default or ""):
+        return rendered.replace(" ", "") != (inspected_default or "").replace(" ", "")
+    return None  # Alembic's own comparison
+
+
 _OPTIONS: dict[str, Any] = {
     "target_metadata": metadata,
     "version_table_schema": VERSION_TABLE_SCHEMA,
@@ -53,7 +69,7 @@ _OPTIONS: dict[str, Any] = {
     "include_name": include_name,
     "include_object": include_object,
     "compare_type": True,
-    "compare_server_default": True,
+    "compare_server_default": compare_server_default,
     # One transaction per revision: a failing revision leaves the previous one applied.
     "transaction_per_migration": True,
 }

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from database.ddl import QUOTA_SQLSTATE
 from database.errors import ConflictError, InvalidInputError, invalid_input
 from database.repositories.pagination import decode_cursor, encode_cursor
 from database.schema.base import Page, build_row, metadata
@@ -114,12 +115,25 @@ class Repository(Generic[RowT]):
         return Page.model_construct(data=rows[:limit], next_cursor=next_cursor)
 
     def create(self, /, *, data: BaseModel | Mapping[str, Any], **extra: Any) -> RowT:
-        """Insert a row from the Create schema (`extra`: fields it does not carry, e.g. user_id)."""
+        """Insert a row from the Create schema (`extra`: fields it does not carry, e.g. user_id).
+
+        Only those columns are written; ids and timestamps come from the database's defaults,
+        so the same call works for a user whose grants cover just the client's columns.
+        """
         row = build_row(self.model, validate(self.schemas().create, data), **extra)
-        self.session.add(row)
+        keys = [*self._create_columns(), *(k for k in extra if k not in self._create_columns())]
+        statement = (
+            sa.insert(self.model)
+            .values({key: getattr(row, key) for key in keys})
+            .returning(self.model)
+        )
         with refused_writes():
-            self.session.flush()
-        return row  # type: ignore[return-value]
+            return self.session.scalars(statement).one()  # type: ignore[return-value]
+
+    @classmethod
+    def _create_columns(cls) -> tuple[str, ...]:
+        mapped = {attr.key for attr in sa.inspect(cls.model).column_attrs}
+        return tuple(f for f in cls.schemas().create.model_fields if f in mapped)
 
     def update(self, *, id: Any, data: BaseModel | Mapping[str, Any]) -> RowT | None:
         """Apply the fields set in the Update schema; None when the row is not there (or not
@@ -208,6 +222,10 @@ def refused_write(exc: sa.exc.DBAPIError) -> ConflictError | InvalidInputError |
     constraint = diag.constraint_name
     columns = _constraint_columns(constraint)
     field = diag.column_name or ", ".join(columns) or diag.table_name or "row"
+    if orig.sqlstate == QUOTA_SQLSTATE:  # the quota trigger: "limit reached: at most …"
+        table = diag.table_name or "rows"
+        return ConflictError(field=table, rule=diag.message_primary or "limit reached",
+                             constraint=f"{table}_quota")  # fmt: skip
     if orig.sqlstate in _CONFLICTS:
         return ConflictError(field=field, rule=_CONFLICTS[orig.sqlstate], constraint=constraint)
     if orig.sqlstate in _INVALID:

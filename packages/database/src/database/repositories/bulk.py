@@ -133,8 +133,18 @@ def _base_plan(model: type[SQLModel], key: tuple[str, ...] | None) -> _Plan:
     )
 
 
-def _plan(model: type[SQLModel], key: Sequence[str] | None, extra: Mapping[str, Any]) -> _Plan:
+def _plan(
+    model: type[SQLModel],
+    key: Sequence[str] | None,
+    extra: Mapping[str, Any],
+    *,
+    server_ids: bool = False,
+) -> _Plan:
     plan = _base_plan(model, tuple(key) if key else None)
+    if server_ids and plan.generated:
+        # A user may not set ids: the database's default makes them.
+        skip = len(plan.generated)
+        plan = replace(plan, generated=(), columns=plan.columns[skip:])
     known = {c.name for c in plan.table.columns}
     for name in [*plan.key, *extra]:
         if name not in known:
@@ -331,7 +341,7 @@ class BulkWriter:
         not rewritten, so their `updated_at` stays. `extra` gives constant columns the schema
         does not carry (e.g. user_id).
         """
-        plan = _plan(model, key, extra or {})
+        plan = _plan(model, key, extra or {}, server_ids=self.identity is not None)
         statements = _UpsertStatements(plan, on_conflict)
         direct: bool | None = None
         total = UpsertResult()
@@ -394,7 +404,7 @@ class BulkWriter:
         """COPY validated rows straight into the table: the fastest path for rows known to be
         new. A duplicate key fails its chunk (rolled back) with BulkWriteError; earlier chunks
         stay."""
-        plan = _plan(model, None, extra or {})
+        plan = _plan(model, None, extra or {}, server_ids=self.identity is not None)
         target: sql.Composed = sql.SQL("copy {} ({}) from stdin").format(
             _table_ident(plan), _ident_list(plan.columns)
         )

@@ -1,9 +1,18 @@
-"""Table models and their API schemas, one module per domain.
+"""Table models and their API schemas, one module per domain; the rules they share as types.
 
-Importing this package registers every table on `metadata`, which Alembic compares against.
+Importing this package registers every table on `metadata` (with the CHECKs its types render),
+which Alembic compares against.
 """
 
-from database.schema import alerts, dex, market, ops, users, whales
+from database.schema import (
+    alerts,
+    dex,
+    market,
+    ops,
+    registry,  # renders every table's CHECKs
+    users,
+    whales,
+)
 from database.schema.alerts import (
     Alert,
     AlertCreate,
@@ -16,6 +25,9 @@ from database.schema.alerts import (
     AlertsPublic,
     AlertType,
     AlertUpdate,
+    AlertWebhookSecret,
+    AlertWebhookSecretCreate,
+    AlertWebhookSecretPublic,
     DeliveryStatus,
 )
 from database.schema.base import (
@@ -102,6 +114,9 @@ __all__ = [
     "AlertPublic",
     "AlertType",
     "AlertUpdate",
+    "AlertWebhookSecret",
+    "AlertWebhookSecretCreate",
+    "AlertWebhookSecretPublic",
     "AlertsPublic",
     "Chain",
     "CollectionRun",

@@ -7,38 +7,41 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 import sqlalchemy as sa
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    HttpUrl,
-    field_validator,
-    model_validator,
-)
-from pydantic import (
-    Field as PydanticField,
-)
+from pydantic import AwareDatetime, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import Field as PydanticField
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from database.errors import describe_pattern
 from database.schema.base import (
     AccessClass,
+    CreatedAtMixin,
     IdMixin,
     Page,
     TimestampsMixin,
     access_info,
     check,
-    enum_check,
+    document_check,
+    unset,
     utc_now,
 )
+from database.schema.documents import AtLeastOne, AtMost, DocDecimal, Document
 from database.schema.market import PatternType, Side
-from database.schema.types import Address, Chain, Name, Price, Score, Symbol, Timeframe
+from database.schema.rules import Int, Text
+from database.schema.types import (
+    ADDRESS_PATTERN,
+    NAME_PATTERN,
+    SYMBOL_PATTERN,
+    Chain,
+    Timeframe,
+)
 
 _TEXT: Any = sa.Text
 _TS: Any = sa.DateTime(timezone=True)
 
-MAX_CONDITIONS_BYTES = 8_192
+MAX_RULES_PER_USER = 100
 MAX_WATCHED_ADDRESSES = 100
+MAX_CHANNELS = 5
 MAX_COOLDOWN_SECONDS = 30 * 86_400
 
 
@@ -55,64 +58,72 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
-# -- conditions: one model per alert type, chosen by the `alert_type` tag --------------------
+# -- the values documents carry (stored exactly as sent: see database.schema.documents) ------
+
+DocName = Annotated[StrictStr, Text(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+DocSymbol = Annotated[StrictStr, Text(min_length=1, max_length=32, pattern=SYMBOL_PATTERN)]
+DocAddress = Annotated[StrictStr, Text(pattern=ADDRESS_PATTERN)]
+DocEth = Annotated[Decimal, DocDecimal, PydanticField(ge=0, le=10**12, decimal_places=18)]
+DocUsd = Annotated[Decimal, DocDecimal, PydanticField(ge=0, le=10**15, decimal_places=2)]
+DocScore = Annotated[Decimal, DocDecimal, PydanticField(ge=0, le=1, decimal_places=4)]
+DocPrice = Annotated[Decimal, DocDecimal, PydanticField(gt=0, le=10**20, decimal_places=18)]
+
+#: A public HTTPS endpoint by name: no user, no IP literal (the last label starts with a letter),
+#: a port at most; where the name points is checked again when a delivery is made.
+WEBHOOK_URL_PATTERN = describe_pattern(
+    r"^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?"
+    r"(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
+    "must be an https:// URL on a public host name (lower-case, no user, no IP address)",
+)
+WebhookUrl = Annotated[StrictStr, Text(max_length=2048, pattern=WEBHOOK_URL_PATTERN)]
 
 
-class _Conditions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# -- conditions: one document per alert type, chosen by the `alert_type` tag ----------------
 
 
-class WhaleTransactionConditions(_Conditions):
+class WhaleTransactionConditions(Document):
+    document_rules = (
+        AtLeastOne(("min_value_eth", "min_value_usd", "addresses", "chain", "min_whale_score")),
+    )
+
     alert_type: Literal[AlertType.WHALE_TRANSACTION] = AlertType.WHALE_TRANSACTION
-    min_value_eth: Decimal | None = PydanticField(
-        default=None, ge=0, max_digits=30, decimal_places=18
+    min_value_eth: DocEth | None = None
+    min_value_usd: DocUsd | None = None
+    addresses: list[DocAddress] = PydanticField(
+        default_factory=list, max_length=MAX_WATCHED_ADDRESSES
     )
-    min_value_usd: Decimal | None = PydanticField(
-        default=None, ge=0, max_digits=20, decimal_places=2
-    )
-    addresses: list[Address] = PydanticField(default_factory=list, max_length=MAX_WATCHED_ADDRESSES)
     chain: Chain | None = None
-    min_whale_score: Score | None = None
+    min_whale_score: DocScore | None = None
 
     @field_validator("addresses")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value))
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Self:
-        fields = (self.min_value_eth, self.min_value_usd, self.chain, self.min_whale_score)
-        if not self.addresses and all(v is None for v in fields):
-            raise ValueError(
-                "set at least one of min_value_eth, min_value_usd, addresses, chain,"
-                " min_whale_score"
-            )
-        return self
+        return list(dict.fromkeys(value))  # repeats are harmless: kept once
 
 
-class PriceLevelConditions(_Conditions):
+class PriceLevelConditions(Document):
     alert_type: Literal[AlertType.PRICE_LEVEL] = AlertType.PRICE_LEVEL
-    symbol: Symbol
-    exchange: Name | None = None
+    symbol: DocSymbol
+    exchange: DocName | None = None
     direction: Literal["above", "below"]
-    price: Price
+    price: DocPrice
 
 
-class LiquidityZoneConditions(_Conditions):
+class LiquidityZoneConditions(Document):
     alert_type: Literal[AlertType.LIQUIDITY_ZONE] = AlertType.LIQUIDITY_ZONE
-    symbol: Symbol
-    exchange: Name | None = None
+    symbol: DocSymbol
+    exchange: DocName | None = None
     side: Side | None = None
-    min_strength: Score | None = None
+    min_strength: DocScore | None = None
 
 
-class SmcPatternConditions(_Conditions):
+class SmcPatternConditions(Document):
     alert_type: Literal[AlertType.SMC_PATTERN] = AlertType.SMC_PATTERN
-    symbol: Symbol
-    exchange: Name | None = None
+    symbol: DocSymbol
+    exchange: DocName | None = None
     pattern_types: list[PatternType] = PydanticField(min_length=1, max_length=len(PatternType))
     time_frames: list[Timeframe] = PydanticField(default_factory=list, max_length=len(Timeframe))
-    min_confidence: Score | None = None
+    min_confidence: DocScore | None = None
 
 
 AlertConditions = Annotated[
@@ -127,25 +138,22 @@ AlertConditions = Annotated[
 # -- delivery channels ------------------------------------------------------------------------
 
 
-class InAppChannel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class InAppChannel(Document):
     type: Literal["in_app"] = "in_app"
 
 
-class WebhookChannel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class WebhookChannel(Document):
     type: Literal["webhook"] = "webhook"
-    url: HttpUrl
-
-    @field_validator("url")
-    @classmethod
-    def _https(cls, value: HttpUrl) -> HttpUrl:
-        if value.scheme != "https":
-            raise ValueError("webhook url must use https")
-        return value
+    url: WebhookUrl
 
 
 DeliveryChannel = Annotated[InAppChannel | WebhookChannel, PydanticField(discriminator="type")]
+#: One to five channels, at most one of them a webhook (a rule has one signing secret).
+Channels = Annotated[
+    list[DeliveryChannel],
+    PydanticField(min_length=1, max_length=MAX_CHANNELS),
+    AtMost(1, "type", "webhook"),
+]
 
 
 def _in_app_only() -> list[InAppChannel | WebhookChannel]:
@@ -165,24 +173,22 @@ def _with_alert_type(data: Any) -> Any:
     return data
 
 
-def _conditions_size(conditions: BaseModel) -> None:
-    if len(conditions.model_dump_json()) > MAX_CONDITIONS_BYTES:
-        raise ValueError(f"conditions must serialize to at most {MAX_CONDITIONS_BYTES} bytes")
-
-
 # -- alerts ----------------------------------------------------------------------------------
+
+AlertName = Annotated[str, Text(min_length=1, max_length=100)]
+Cooldown = Annotated[int, Int(ge=0, le=MAX_COOLDOWN_SECONDS)]
 
 
 class AlertBase(SQLModel):
-    name: str = Field(min_length=1, max_length=100, sa_type=_TEXT)
+    name: AlertName = Field(sa_type=_TEXT)
     alert_type: AlertType = Field(sa_type=_TEXT)
-    enabled: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
-    cooldown_seconds: int = Field(
-        default=300, ge=0, le=MAX_COOLDOWN_SECONDS, sa_column_kwargs={"server_default": "300"}
-    )
+    enabled: StrictBool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    cooldown_seconds: Cooldown = Field(default=300, sa_column_kwargs={"server_default": "300"})
 
 
-# A user's rule. The user owns it (RLS on user_id); the evaluator reads all enabled rules.
+# A user's rule. The user owns it (RLS on user_id; at most MAX_RULES_PER_USER, counted by the
+# database); the evaluator reads all enabled rules. Its webhook signing secret lives in
+# alert_webhook_secrets, out of the user's reach.
 class Alert(TimestampsMixin, AlertBase, IdMixin, table=True):
     __tablename__ = "alerts"
     __table_args__ = (
@@ -190,25 +196,19 @@ class Alert(TimestampsMixin, AlertBase, IdMixin, table=True):
         sa.Index("ix_alerts_user_id_created_at", "user_id", "created_at"),
         # The evaluator's scan: enabled rules of one type.
         sa.Index("ix_alerts_enabled_alert_type", "alert_type", postgresql_where=sa.text("enabled")),
-        enum_check("alert_type", AlertType),
-        check("char_length(name) between 1 and 100", "name_length"),
-        check(f"cooldown_seconds between 0 and {MAX_COOLDOWN_SECONDS}", "cooldown_range"),
-        check("jsonb_typeof(conditions) = 'object'", "conditions_is_object"),
+        document_check("conditions", AlertConditions, name="alert_conditions"),
+        document_check("channels", Channels, name="alert_channels"),
         check("conditions ->> 'alert_type' = alert_type", "conditions_match_type"),
-        check(f"pg_column_size(conditions) <= {MAX_CONDITIONS_BYTES}", "conditions_size"),
-        check("char_length(webhook_secret) between 32 and 128", "webhook_secret_length"),
-        check(
-            "jsonb_typeof(channels) = 'array' and jsonb_array_length(channels) between 1 and 5",
-            "channels_count",
+        access_info(
+            AccessClass.USER_OWNED,
+            owner="user_id",
+            quota=MAX_RULES_PER_USER,
+            noun=("rule", "rules"),
         ),
-        access_info(AccessClass.USER_OWNED, owner="user_id"),
     )
 
     user_id: uuid.UUID = Field(foreign_key="auth.users.id", ondelete="CASCADE")
     conditions: dict[str, Any] = Field(sa_type=JSONB)
-    # Signs this rule's webhook deliveries (HMAC-SHA256). Set by the service when a rule has a
-    # webhook channel; the owner can read it (RLS), no API response but creation shows it.
-    webhook_secret: str | None = Field(default=None, sa_type=_TEXT)
     channels: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"type": "in_app"}],
         sa_type=JSONB,
@@ -218,9 +218,7 @@ class Alert(TimestampsMixin, AlertBase, IdMixin, table=True):
 
 class AlertCreate(AlertBase):
     conditions: AlertConditions
-    channels: list[DeliveryChannel] = PydanticField(
-        default_factory=_in_app_only, min_length=1, max_length=5
-    )
+    channels: Channels = PydanticField(default_factory=_in_app_only)
 
     _tag_conditions = model_validator(mode="before")(_with_alert_type)
 
@@ -228,29 +226,22 @@ class AlertCreate(AlertBase):
     def _consistent(self) -> Self:
         if self.conditions.alert_type != self.alert_type:
             raise ValueError("conditions.alert_type must equal alert_type")
-        _conditions_size(self.conditions)
         return self
 
 
 class AlertUpdate(SQLModel):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    enabled: bool | None = None
-    cooldown_seconds: int | None = Field(default=None, ge=0, le=MAX_COOLDOWN_SECONDS)
-    conditions: AlertConditions | None = None
-    channels: list[DeliveryChannel] | None = PydanticField(default=None, min_length=1, max_length=5)
-
-    @model_validator(mode="after")
-    def _size(self) -> Self:
-        if self.conditions is not None:
-            _conditions_size(self.conditions)
-        return self
+    name: AlertName = unset()
+    enabled: StrictBool = unset()
+    cooldown_seconds: Cooldown = unset()
+    conditions: AlertConditions = unset()
+    channels: Channels = unset()
 
 
 class AlertPublic(AlertBase):
     id: uuid.UUID
     user_id: uuid.UUID
     conditions: AlertConditions
-    channels: list[DeliveryChannel]
+    channels: Channels
     created_at: datetime
     updated_at: datetime
 
@@ -259,7 +250,37 @@ class AlertsPublic(Page[AlertPublic]):
     pass
 
 
+# -- alert_webhook_secrets ---------------------------------------------------------------------
+
+SECRET_PATTERN = describe_pattern("^[0-9a-f]{64}$", "must be 64 hex digits")
+WebhookSecret = Annotated[str, Text(pattern=SECRET_PATTERN)]
+
+
+class AlertWebhookSecretBase(SQLModel):
+    alert_id: uuid.UUID = Field(primary_key=True, foreign_key="alerts.id", ondelete="CASCADE")
+    secret: WebhookSecret = Field(sa_type=_TEXT)
+
+
+# Signs a rule's webhook deliveries (HMAC-SHA256). Issued by the database when a rule gains a
+# webhook channel (a trigger), read by the delivery worker; its owner sees it once, through
+# private.webhook_secret() right after it was issued, and can rotate it.
+class AlertWebhookSecret(CreatedAtMixin, AlertWebhookSecretBase, table=True):
+    __tablename__ = "alert_webhook_secrets"
+    __table_args__ = (access_info(AccessClass.INTERNAL),)
+
+
+class AlertWebhookSecretCreate(AlertWebhookSecretBase):
+    pass
+
+
+class AlertWebhookSecretPublic(AlertWebhookSecretBase):
+    created_at: datetime
+
+
 # -- alert_events ----------------------------------------------------------------------------
+
+Attempts = Annotated[int, Int(ge=0)]
+DeliveryError = Annotated[str, Text(max_length=2_000)]
 
 
 class AlertEventBase(SQLModel):
@@ -290,8 +311,6 @@ class AlertEvent(AlertEventBase, IdMixin, table=True):
             "next_attempt_at",
             postgresql_where=sa.text("delivery_status = 'pending'"),
         ),
-        enum_check("delivery_status", DeliveryStatus),
-        check("attempts >= 0", "attempts_nonnegative"),
         check("jsonb_typeof(payload) = 'object'", "payload_is_object"),
         access_info(AccessClass.USER_READABLE, owner="user_id"),
     )
@@ -306,8 +325,8 @@ class AlertEvent(AlertEventBase, IdMixin, table=True):
         sa_type=_TEXT,
         sa_column_kwargs={"server_default": DeliveryStatus.PENDING.value},
     )
-    attempts: int = Field(default=0, ge=0, sa_column_kwargs={"server_default": "0"})
-    last_error: str | None = Field(default=None, max_length=2_000, sa_type=_TEXT)
+    attempts: Attempts = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    last_error: DeliveryError | None = Field(default=None, sa_type=_TEXT)
     next_attempt_at: datetime = Field(
         default_factory=utc_now,
         sa_type=_TS,
@@ -325,10 +344,10 @@ class AlertEventCreate(AlertEventBase):
 
 
 class AlertEventUpdate(SQLModel):
-    delivery_status: DeliveryStatus | None = None
-    attempts: int | None = Field(default=None, ge=0)
-    last_error: str | None = Field(default=None, max_length=2_000)
-    next_attempt_at: AwareDatetime | None = None
+    delivery_status: DeliveryStatus = unset()
+    attempts: Attempts = unset()
+    last_error: DeliveryError | None = unset()
+    next_attempt_at: AwareDatetime = unset()
 
 
 class AlertEventPublic(AlertEventBase):

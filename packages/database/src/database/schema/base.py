@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
+from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from database.schema.types import uuid7, values_sql
@@ -53,12 +54,22 @@ class AccessClass(StrEnum):
     INTERNAL = "internal"
 
 
-def access_info(access: AccessClass, *, owner: str | None = None) -> dict[str, Any]:
-    """`__table_args__` entry declaring a table's access class (and owner column)."""
+def access_info(
+    access: AccessClass,
+    *,
+    owner: str | None = None,
+    quota: int | None = None,
+    noun: tuple[str, str] = ("row", "rows"),
+) -> dict[str, Any]:
+    """`__table_args__` entry declaring a table's access class, owner column and, for tables
+    users write, how many rows one owner may have (`quota`, counted by the database; `noun`,
+    singular and plural, names them in the error: "rule limit reached: at most 100 rules")."""
     needs_owner = access in (AccessClass.USER_OWNED, AccessClass.USER_READABLE)
     if needs_owner != (owner is not None):
         raise ValueError(f"{access} tables {'need' if needs_owner else 'take no'} owner column")
-    return {"info": {"access": access.value, "owner": owner}}
+    if quota is not None and access is not AccessClass.USER_OWNED:
+        raise ValueError("only user-owned tables take a quota")
+    return {"info": {"access": access.value, "owner": owner, "quota": quota, "quota_noun": noun}}
 
 
 # -- column helpers shared by the domain modules ----------------------------------------------
@@ -74,15 +85,33 @@ def enum_check(column: str, enum: type[StrEnum]) -> sa.CheckConstraint:
 
 
 def check(sql: str, name: str) -> sa.CheckConstraint:
+    """A hand-written CHECK, for rules across columns; one column's rules live in its type."""
     return sa.CheckConstraint(sql, name=name)
 
 
+def document_check(column: str, document: Any, *, name: str) -> sa.CheckConstraint:
+    """CHECK that a JSONB column holds a valid `document` (a Pydantic model or annotated
+    union): `private.valid_<name>(column)`, a function rendered from the same model (see
+    database.schema.documents; database.ddl declares it)."""
+    return sa.CheckConstraint(
+        f"private.valid_{name}({column})",
+        name=f"{column}_valid",
+        info={"document": (name, document)},
+    )
+
+
+def unset() -> Any:
+    """Default of a PATCH field: left out means "leave as is". An explicit null is validated
+    against the field's own type, so it is refused unless the column may be null."""
+    return PydanticField(default=None)
+
+
 class IdMixin(SQLModel):
-    # Time-ordered UUIDs from Python; gen_random_uuid() covers rows inserted by plain SQL.
+    # Time-ordered UUIDs (v7), from Python or, for rows inserted by SQL, from the database.
     id: uuid.UUID = Field(
         default_factory=uuid7,
         primary_key=True,
-        sa_column_kwargs={"server_default": sa.text("gen_random_uuid()")},
+        sa_column_kwargs={"server_default": sa.text("private.uuid_v7()")},
     )
 
 

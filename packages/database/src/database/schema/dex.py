@@ -10,8 +10,21 @@ from pydantic import BeforeValidator, model_validator
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
-from database.schema.base import AccessClass, IdMixin, Page, TimestampsMixin, access_info, check
+from database.errors import describe_pattern
+from database.schema.base import (
+    AccessClass,
+    IdMixin,
+    Page,
+    TimestampsMixin,
+    access_info,
+    check,
+    unset,
+)
+from database.schema.rules import SmallInt, Text
 from database.schema.types import Name, Symbol
+
+#: USD reserves to the cent.
+Reserve = Annotated[Decimal, PydanticField(ge=0, max_digits=30, decimal_places=2)]
 
 _TEXT: Any = sa.Text
 
@@ -25,32 +38,40 @@ def _chain_address(value: object) -> object:
     return value
 
 
-#: An address on any network: EVM hex (lower-cased) or base58 and friends.
+CHAIN_ADDRESS_PATTERN = describe_pattern(
+    "^[A-Za-z0-9_.:-]+$", "must be letters, digits and _ . : - (an address on its network)"
+)
+DEX_ID_PATTERN = describe_pattern("^[a-z0-9_-]+$", "must be lower-case letters, digits, _ or -")
+
+#: An address on any network: EVM hex (lower-cased; the database checks it is) or base58.
 ChainAddress = Annotated[
     str,
     BeforeValidator(_chain_address),
-    PydanticField(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
+    Text(min_length=1, max_length=128, pattern=CHAIN_ADDRESS_PATTERN),
 ]
-DexId = Annotated[str, PydanticField(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
+_EVM_LOWER = "address !~ '^0[xX]' or address = lower(address)"
+DexId = Annotated[str, Text(min_length=1, max_length=64, pattern=DEX_ID_PATTERN)]
+DexName = Annotated[str, Text(min_length=1, max_length=100)]
+TokenName = Annotated[str, Text(min_length=1, max_length=200)]
+Decimals = Annotated[int, SmallInt(ge=0, le=36)]
 
 
 # -- dexes -----------------------------------------------------------------------------------
 
 
 class DexBase(SQLModel):
-    name: str = Field(min_length=1, max_length=100, sa_type=_TEXT)
+    name: DexName = Field(sa_type=_TEXT)
     network: Name = Field(sa_type=_TEXT)
 
 
 class Dex(TimestampsMixin, DexBase, table=True):
     __tablename__ = "dexes"
     __table_args__ = (
-        check("id ~ '^[a-z0-9_-]{1,64}$'", "id_format"),
         sa.Index("ix_dexes_network", "network"),
         access_info(AccessClass.PUBLIC_DATA),
     )
 
-    id: str = Field(primary_key=True, sa_type=_TEXT)
+    id: DexId = Field(primary_key=True, sa_type=_TEXT)
 
 
 class DexCreate(DexBase):
@@ -58,7 +79,7 @@ class DexCreate(DexBase):
 
 
 class DexUpdate(SQLModel):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: DexName = unset()
 
 
 class DexPublic(DexBase):
@@ -74,15 +95,15 @@ class TokenBase(SQLModel):
     network: Name = Field(sa_type=_TEXT)
     address: ChainAddress = Field(sa_type=_TEXT)
     symbol: Symbol = Field(sa_type=_TEXT)
-    name: str = Field(min_length=1, max_length=200, sa_type=_TEXT)
-    decimals: int = Field(ge=0, le=36, sa_type=sa.SmallInteger)
+    name: TokenName = Field(sa_type=_TEXT)
+    decimals: Decimals = Field(sa_type=sa.SmallInteger)
 
 
 class Token(TimestampsMixin, TokenBase, IdMixin, table=True):
     __tablename__ = "tokens"
     __table_args__ = (
         sa.UniqueConstraint("network", "address"),
-        check("decimals between 0 and 36", "decimals_range"),
+        check(_EVM_LOWER, "address_evm_lowercase"),
         access_info(AccessClass.PUBLIC_DATA),
     )
 
@@ -92,9 +113,9 @@ class TokenCreate(TokenBase):
 
 
 class TokenUpdate(SQLModel):
-    symbol: Symbol | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    decimals: int | None = Field(default=None, ge=0, le=36)
+    symbol: Symbol = unset()
+    name: TokenName = unset()
+    decimals: Decimals = unset()
 
 
 class TokenPublic(TokenBase):
@@ -116,7 +137,7 @@ class PoolBase(SQLModel):
     dex_id: DexId = Field(foreign_key="dexes.id", ondelete="RESTRICT", index=True, sa_type=_TEXT)
     base_token_id: uuid.UUID = Field(foreign_key="tokens.id", ondelete="RESTRICT", index=True)
     quote_token_id: uuid.UUID = Field(foreign_key="tokens.id", ondelete="RESTRICT", index=True)
-    reserve_usd: Decimal | None = Field(default=None, ge=0, max_digits=30, decimal_places=2)
+    reserve_usd: Reserve | None = Field(default=None, sa_type=sa.Numeric(30, 2))
 
     @model_validator(mode="after")
     def _distinct_tokens(self) -> Self:
@@ -129,7 +150,7 @@ class Pool(TimestampsMixin, PoolBase, IdMixin, table=True):
     __tablename__ = "pools"
     __table_args__ = (
         sa.UniqueConstraint("network", "address"),
-        check("reserve_usd >= 0", "reserve_usd_nonnegative"),
+        check(_EVM_LOWER, "address_evm_lowercase"),
         check("base_token_id <> quote_token_id", "distinct_tokens"),
         access_info(AccessClass.PUBLIC_DATA),
     )
@@ -140,7 +161,7 @@ class PoolCreate(PoolBase):
 
 
 class PoolUpdate(SQLModel):
-    reserve_usd: Decimal | None = Field(default=None, ge=0, max_digits=30, decimal_places=2)
+    reserve_usd: Reserve | None = unset()
 
 
 class PoolPublic(PoolBase):

@@ -2,16 +2,15 @@
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
 import sqlalchemy as sa
 from pydantic import AwareDatetime, model_validator
-from pydantic import Field as PydanticField
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from database.errors import describe_pattern
 from database.schema.base import (
     AccessClass,
     CreatedAtMixin,
@@ -20,8 +19,9 @@ from database.schema.base import (
     TimestampsMixin,
     access_info,
     check,
-    enum_check,
+    unset,
 )
+from database.schema.rules import Text
 from database.schema.types import (
     PRICE_DIGITS,
     PRICE_SCALE,
@@ -29,8 +29,10 @@ from database.schema.types import (
     WEEK_ORIGIN_SECONDS,
     Amount,
     Name,
+    Percent,
     Price,
     Score,
+    Size,
     Symbol,
     Timeframe,
 )
@@ -70,7 +72,7 @@ class MarketDataBase(SQLModel):
     bid: Price | None = Field(default=None, sa_type=_NUM)
     ask: Price | None = Field(default=None, sa_type=_NUM)
     volume_24h: Amount | None = Field(default=None, sa_type=_NUM)
-    change_24h_pct: Decimal | None = Field(default=None, max_digits=12, decimal_places=4)
+    change_24h_pct: Percent | None = Field(default=None, sa_type=sa.Numeric(12, 4))
     observed_at: AwareDatetime = Field(sa_type=_TS)
 
     @model_validator(mode="after")
@@ -87,10 +89,7 @@ class MarketData(CreatedAtMixin, MarketDataBase, IdMixin, table=True):
         sa.UniqueConstraint("exchange", "symbol", "observed_at"),
         # "Latest quote for a symbol" across exchanges walks this index backwards.
         sa.Index("ix_market_data_symbol_observed_at", "symbol", "observed_at"),
-        check("price > 0", "price_positive"),
-        check("bid > 0 and ask > 0", "bid_ask_positive"),
         check("bid <= ask", "bid_not_above_ask"),
-        check("volume_24h >= 0", "volume_24h_nonnegative"),
         access_info(AccessClass.PUBLIC_DATA),
     )
 
@@ -100,11 +99,11 @@ class MarketDataCreate(MarketDataBase):
 
 
 class MarketDataUpdate(SQLModel):
-    price: Price | None = None
-    bid: Price | None = None
-    ask: Price | None = None
-    volume_24h: Amount | None = None
-    change_24h_pct: Decimal | None = Field(default=None, max_digits=12, decimal_places=4)
+    price: Price = unset()
+    bid: Price | None = unset()
+    ask: Price | None = unset()
+    volume_24h: Amount | None = unset()
+    change_24h_pct: Percent | None = unset()
 
 
 class MarketDataPublic(MarketDataBase):
@@ -130,7 +129,8 @@ _ALIGNED_SQL = (
 
 
 #: An exchange ("binance") or a pool ("<network>:<pool address>"): no whitespace.
-Source = Annotated[str, PydanticField(min_length=1, max_length=128, pattern=r"^\S+$")]
+SOURCE_PATTERN = describe_pattern("^[!-~]+$", "must be printable ASCII without spaces")
+Source = Annotated[str, Text(min_length=1, max_length=128, pattern=SOURCE_PATTERN)]
 
 
 class OhlcvBase(SQLModel):
@@ -161,10 +161,7 @@ class Ohlcv(CreatedAtMixin, OhlcvBase, IdMixin, table=True):
     __table_args__ = (
         # The natural key; it also serves range and latest-N queries (source, symbol, tf, time).
         sa.UniqueConstraint("source", "symbol", "timeframe", "bucket_start"),
-        enum_check("timeframe", Timeframe),
-        check("open > 0 and high > 0 and low > 0 and close > 0", "prices_positive"),
         check("low <= open and low <= close and open <= high and close <= high", "low_high_bound"),
-        check("volume >= 0", "volume_nonnegative"),
         check(_ALIGNED_SQL, "bucket_start_aligned"),
         access_info(AccessClass.PUBLIC_DATA),
     )
@@ -175,11 +172,11 @@ class OhlcvCreate(OhlcvBase):
 
 
 class OhlcvUpdate(SQLModel):
-    open: Price | None = None
-    high: Price | None = None
-    low: Price | None = None
-    close: Price | None = None
-    volume: Amount | None = None
+    open: Price = unset()
+    high: Price = unset()
+    low: Price = unset()
+    close: Price = unset()
+    volume: Amount = unset()
 
 
 class OhlcvPublic(OhlcvBase):
@@ -197,9 +194,9 @@ class OhlcvListPublic(Page[OhlcvPublic]):
 class LiquidityZoneBase(SQLModel):
     exchange: Name = Field(sa_type=_TEXT)
     symbol: Symbol = Field(sa_type=_TEXT)
-    price_level: Price = Field(sa_type=sa.Numeric(PRICE_DIGITS, PRICE_SCALE))
+    price_level: Price = Field(sa_type=_NUM)
     side: Side = Field(sa_type=_TEXT)
-    size: Decimal = Field(gt=0, max_digits=30, decimal_places=18)
+    size: Size = Field(sa_type=sa.Numeric(30, 18))
     strength: Score | None = Field(default=None, sa_type=SCORE_SQL_TYPE)
 
 
@@ -208,10 +205,6 @@ class LiquidityZone(TimestampsMixin, LiquidityZoneBase, IdMixin, table=True):
     __table_args__ = (
         # Natural key, leading with (exchange, symbol, price_level): serves price-range reads.
         sa.UniqueConstraint("exchange", "symbol", "price_level", "side"),
-        enum_check("side", Side),
-        check("price_level > 0", "price_level_positive"),
-        check("size > 0", "size_positive"),
-        check("strength between 0 and 1", "strength_range"),
         access_info(AccessClass.PUBLIC_DATA),
     )
 
@@ -221,8 +214,8 @@ class LiquidityZoneCreate(LiquidityZoneBase):
 
 
 class LiquidityZoneUpdate(SQLModel):
-    size: Decimal | None = Field(default=None, gt=0, max_digits=30, decimal_places=18)
-    strength: Score | None = None
+    size: Size = unset()
+    strength: Score | None = unset()
 
 
 class LiquidityZonePublic(LiquidityZoneBase):
@@ -243,8 +236,8 @@ class SmcPatternBase(SQLModel):
     symbol: Symbol = Field(sa_type=_TEXT)
     pattern_type: PatternType = Field(sa_type=_TEXT)
     time_frame: Timeframe = Field(sa_type=_TEXT)
-    price_level: Price = Field(sa_type=sa.Numeric(PRICE_DIGITS, PRICE_SCALE))
-    confidence_score: Score
+    price_level: Price = Field(sa_type=_NUM)
+    confidence_score: Score = Field(sa_type=SCORE_SQL_TYPE)
     status: PatternStatus = Field(
         default=PatternStatus.ACTIVE,
         sa_type=_TEXT,
@@ -261,11 +254,6 @@ class SmcPattern(TimestampsMixin, SmcPatternBase, IdMixin, table=True):
         sa.Index("ix_smc_patterns_exchange_symbol_status", "exchange", "symbol", "status"),
         sa.Index("ix_smc_patterns_pattern_type", "pattern_type"),
         sa.Index("ix_smc_patterns_price_level", "price_level"),
-        enum_check("pattern_type", PatternType),
-        enum_check("time_frame", Timeframe),
-        enum_check("status", PatternStatus),
-        check("price_level > 0", "price_level_positive"),
-        check("confidence_score between 0 and 1", "confidence_score_range"),
         check("jsonb_typeof(metadata) = 'object'", "metadata_is_object"),
         access_info(AccessClass.PUBLIC_DATA),
     )
@@ -296,9 +284,9 @@ class SmcPatternCreate(SmcPatternBase):
 
 
 class SmcPatternUpdate(SQLModel):
-    status: PatternStatus | None = None
-    confidence_score: Score | None = None
-    pattern_metadata: dict[str, Any] | None = None
+    status: PatternStatus = unset()
+    confidence_score: Score = unset()
+    pattern_metadata: dict[str, Any] = unset()
 
 
 class SmcPatternPublic(SmcPatternBase):

@@ -11,15 +11,18 @@ from pydantic import Field as PydanticField
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from database.errors import describe_pattern
 from database.schema.base import (
     AccessClass,
     CreatedAtMixin,
     IdMixin,
     access_info,
     check,
-    enum_check,
+    unset,
     utc_now,
 )
+from database.schema.rules import Text
+from database.schema.types import NonNegativeBigInt
 
 _TEXT: Any = sa.Text
 _TS: Any = sa.DateTime(timezone=True)
@@ -42,18 +45,22 @@ class RunStatus(StrEnum):
 # -- system_events ---------------------------------------------------------------------------
 
 
+EventType = Annotated[str, Text(min_length=1, max_length=100)]
+Message = Annotated[str, Text(min_length=1, max_length=10_000)]
+ErrorText = Annotated[str, Text(max_length=10_000)]
+Collector = Annotated[str, Text(min_length=1, max_length=100)]
+
+
 class SystemEventBase(SQLModel):
-    event_type: str = Field(min_length=1, max_length=100, sa_type=_TEXT)
+    event_type: EventType = Field(sa_type=_TEXT)
     severity: Severity = Field(sa_type=_TEXT)
-    message: str = Field(min_length=1, max_length=10_000, sa_type=_TEXT)
+    message: Message = Field(sa_type=_TEXT)
 
 
 class SystemEvent(CreatedAtMixin, SystemEventBase, IdMixin, table=True):
     __tablename__ = "system_events"
     __table_args__ = (
         sa.Index("ix_system_events_severity_created_at", "severity", "created_at"),
-        enum_check("severity", Severity),
-        check("char_length(message) between 1 and 10000", "message_length"),
         check("jsonb_typeof(context) = 'object'", "context_is_object"),
         access_info(AccessClass.INTERNAL),
     )
@@ -79,7 +86,7 @@ class SystemEventPublic(SystemEventBase):
 
 
 class CollectionRunBase(SQLModel):
-    collector: str = Field(min_length=1, max_length=100, sa_type=_TEXT)
+    collector: Collector = Field(sa_type=_TEXT)
     started_at: AwareDatetime = Field(default_factory=utc_now, sa_type=_TS)
     finished_at: AwareDatetime | None = Field(default=None, sa_type=_TS)
     status: RunStatus = Field(
@@ -87,8 +94,8 @@ class CollectionRunBase(SQLModel):
         sa_type=_TEXT,
         sa_column_kwargs={"server_default": RunStatus.RUNNING.value},
     )
-    records_collected: int = Field(default=0, ge=0, sa_type=sa.BigInteger)
-    error: str | None = Field(default=None, max_length=10_000, sa_type=_TEXT)
+    records_collected: NonNegativeBigInt = Field(default=0, sa_type=sa.BigInteger)
+    error: ErrorText | None = Field(default=None, sa_type=_TEXT)
 
     @model_validator(mode="after")
     def _finished_when_done(self) -> Self:
@@ -103,10 +110,8 @@ class CollectionRun(CollectionRunBase, IdMixin, table=True):
     __tablename__ = "collection_runs"
     __table_args__ = (
         sa.Index("ix_collection_runs_collector_started_at", "collector", "started_at"),
-        enum_check("status", RunStatus),
         check("(status = 'running') = (finished_at is null)", "finished_when_done"),
         check("finished_at >= started_at", "finished_after_started"),
-        check("records_collected >= 0", "records_collected_nonnegative"),
         access_info(AccessClass.INTERNAL),
     )
 
@@ -116,10 +121,10 @@ class CollectionRunCreate(CollectionRunBase):
 
 
 class CollectionRunUpdate(SQLModel):
-    finished_at: AwareDatetime | None = None
-    status: RunStatus | None = None
-    records_collected: int | None = Field(default=None, ge=0)
-    error: str | None = Field(default=None, max_length=10_000)
+    finished_at: AwareDatetime | None = unset()
+    status: RunStatus = unset()
+    records_collected: NonNegativeBigInt = unset()
+    error: ErrorText | None = unset()
 
 
 class CollectionRunPublic(CollectionRunBase):
@@ -128,8 +133,10 @@ class CollectionRunPublic(CollectionRunBase):
 
 # -- evaluator_cursors -----------------------------------------------------------------------
 
-CURSOR_NAME_PATTERN = "^[a-z0-9_.:-]{1,64}$"
-CursorName = Annotated[str, PydanticField(pattern=CURSOR_NAME_PATTERN)]
+CURSOR_NAME_PATTERN = describe_pattern(
+    "^[a-z0-9_.:-]{1,64}$", "must be 1-64 lower-case letters, digits and _ . : -"
+)
+CursorName = Annotated[str, Text(pattern=CURSOR_NAME_PATTERN)]
 
 
 class EvaluatorCursorBase(SQLModel):
@@ -142,7 +149,6 @@ class EvaluatorCursorBase(SQLModel):
 class EvaluatorCursor(EvaluatorCursorBase, table=True):
     __tablename__ = "evaluator_cursors"
     __table_args__ = (
-        check(f"name ~ '{CURSOR_NAME_PATTERN}'", "name_format"),
         check("(last_created_at is null) = (last_id is null)", "position_complete"),
         access_info(AccessClass.INTERNAL),
     )

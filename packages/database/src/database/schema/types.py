@@ -1,11 +1,9 @@
-"""Field types shared by the models: validated in Python, mirrored by CHECKs in the database.
-
-Each validator's message states the rule; pydantic adds the field's name (its `loc`).
+"""Field types shared by the tables: each is a rule declared once (see `database.schema.rules`):
+pydantic-core validates it, and the database checks the same rule as a CHECK constraint.
 """
 
 import os
 import random
-import re
 import time
 import uuid
 from decimal import Decimal
@@ -13,7 +11,10 @@ from enum import StrEnum
 from typing import Annotated
 
 import sqlalchemy as sa
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import Field
+
+from database.errors import describe_pattern
+from database.schema.rules import BigInt, Text
 
 # -- identifiers -----------------------------------------------------------------------------
 
@@ -47,38 +48,32 @@ def _uuid7_int() -> int:
 
 
 # -- on-chain strings ------------------------------------------------------------------------
+# Lower-cased and stripped by pydantic-core, then matched against the pattern; the database
+# checks the same pattern (rendered by `database.schema.rules`).
 
-HASH_PATTERN = "^0x[0-9a-f]{64}$"
-ADDRESS_PATTERN = "^0x[0-9a-f]{40}$"
-_HASH = re.compile(HASH_PATTERN)
-_ADDRESS = re.compile(ADDRESS_PATTERN)
+HASH_PATTERN = describe_pattern(
+    "^0x[0-9a-f]{64}$", "must be 0x followed by 64 hex digits (a transaction hash)"
+)
+ADDRESS_PATTERN = describe_pattern(
+    "^0x[0-9a-f]{40}$", "must be 0x followed by 40 hex digits (an address)"
+)
+NAME_PATTERN = describe_pattern(
+    "^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$",
+    "must be lower-case letters, digits, '.', '_', '-' or inner spaces",
+)
+SYMBOL_PATTERN = describe_pattern(
+    "^[A-Z0-9._/:-]+$", "must be upper-case letters, digits and . _ / : - (e.g. ETH/USDT)"
+)
 
+TxHash = Annotated[str, Text(pattern=HASH_PATTERN, lower=True, strip=True)]
+Address = Annotated[str, Text(pattern=ADDRESS_PATTERN, lower=True, strip=True)]
 
-def _lower_stripped(value: object) -> object:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def _hash(value: str) -> str:
-    if not _HASH.fullmatch(value):
-        raise ValueError("must be 0x followed by 64 hex digits (a transaction hash)")
-    return value
-
-
-def _address(value: str) -> str:
-    if not _ADDRESS.fullmatch(value):
-        raise ValueError("must be 0x followed by 40 hex digits (an address)")
-    return value
-
-
-TxHash = Annotated[str, BeforeValidator(_lower_stripped), AfterValidator(_hash)]
-Address = Annotated[str, BeforeValidator(_lower_stripped), AfterValidator(_address)]
-
-#: Exchange names, symbols, networks: short, no surrounding whitespace.
-Name = Annotated[str, BeforeValidator(_lower_stripped), Field(min_length=1, max_length=64)]
+#: Exchange names, networks: short, lower-case, no surrounding whitespace.
+Name = Annotated[
+    str, Text(min_length=1, max_length=64, pattern=NAME_PATTERN, lower=True, strip=True)
+]
 Symbol = Annotated[
-    str,
-    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
-    Field(min_length=1, max_length=32, pattern=r"^[A-Z0-9._/:-]+$"),
+    str, Text(min_length=1, max_length=32, pattern=SYMBOL_PATTERN, upper=True, strip=True)
 ]
 
 # -- numbers ---------------------------------------------------------------------------------
@@ -90,6 +85,13 @@ Amount = Annotated[Decimal, Field(ge=0, max_digits=PRICE_DIGITS, decimal_places=
 Score = Annotated[Decimal, Field(ge=0, le=1, max_digits=5, decimal_places=4)]
 #: Column type of a Score (SQLModel loses Annotated metadata on Optional fields).
 SCORE_SQL_TYPE = sa.Numeric(5, 4)
+#: ETH amounts to the wei (NUMERIC(30, 18)); USD to the cent (NUMERIC(20, 2)).
+EthAmount = Annotated[Decimal, Field(ge=0, max_digits=30, decimal_places=18)]
+UsdAmount = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=2)]
+NonNegativeBigInt = Annotated[int, BigInt(ge=0)]
+#: A signed percentage change to 0.01 basis point (NUMERIC(12, 4)); an order-book size.
+Percent = Annotated[Decimal, Field(max_digits=12, decimal_places=4)]
+Size = Annotated[Decimal, Field(gt=0, max_digits=30, decimal_places=18)]
 
 # -- closed sets -----------------------------------------------------------------------------
 

@@ -2,17 +2,17 @@
 
 import re
 import uuid
-import zoneinfo
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
 import sqlalchemy as sa
-from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 from pydantic import Field as PydanticField
+from pydantic import StrictBool, StrictInt, StrictStr, model_validator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from database.errors import describe_pattern
 from database.schema.base import (
     AccessClass,
     IdMixin,
@@ -20,50 +20,44 @@ from database.schema.base import (
     TimestampsMixin,
     access_info,
     check,
-    enum_check,
+    document_check,
+    unset,
 )
+from database.schema.documents import Document
+from database.schema.rules import Int, Text
 from database.schema.types import ADDRESS_PATTERN
 
 _TEXT: Any = sa.Text
-USERNAME_PATTERN = "^[a-z0-9_]{3,32}$"
+USERNAME_PATTERN = describe_pattern(
+    "^[a-z0-9_]{3,32}$", "must be 3-32 lower-case letters, digits or underscores"
+)
+TIMEZONE_PATTERN = describe_pattern(
+    "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$",
+    "must be an IANA time zone name such as 'Europe/Berlin'",
+)
+MAX_WATCHLIST_ENTRIES = 1_000
+TimeZone = Annotated[StrictStr, Text(min_length=1, max_length=64, pattern=TIMEZONE_PATTERN)]
 
 
-class NotificationDefaults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    in_app: bool = True
-    webhook: bool = False
+class NotificationDefaults(Document):
+    in_app: StrictBool = True
+    webhook: StrictBool = False
     # Default cooldown for new alert rules, seconds.
-    cooldown_seconds: int = PydanticField(default=300, ge=0, le=2_592_000)
+    cooldown_seconds: Annotated[StrictInt, Int(ge=0, le=2_592_000)] = 300
 
 
-class Preferences(BaseModel):
-    """profiles.preferences: unknown keys are rejected so typos do not pass silently."""
+class Preferences(Document):
+    """profiles.preferences: unknown keys are refused, so typos do not pass silently. The time
+    zone is checked for its shape (the database and Python know different zone lists)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     notifications: NotificationDefaults = PydanticField(default_factory=NotificationDefaults)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError("must be an IANA time zone such as 'Europe/Berlin'") from None
-        return value
-
-
-def _username(value: object) -> object:
-    return value.strip().lower() if isinstance(value, str) else value
 
 
 Username = Annotated[
-    str,
-    BeforeValidator(_username),
-    PydanticField(min_length=3, max_length=32, pattern=USERNAME_PATTERN),
+    str, Text(min_length=3, max_length=32, pattern=USERNAME_PATTERN, lower=True, strip=True)
 ]
+DisplayName = Annotated[str, Text(min_length=1, max_length=100)]
 
 
 # -- profiles --------------------------------------------------------------------------------
@@ -71,16 +65,14 @@ Username = Annotated[
 
 class ProfileBase(SQLModel):
     username: Username = Field(sa_type=_TEXT, unique=True)
-    display_name: str | None = Field(default=None, min_length=1, max_length=100, sa_type=_TEXT)
+    display_name: DisplayName | None = Field(default=None, sa_type=_TEXT)
 
 
 # One row per auth user; the user reads and edits their own (RLS keyed by id).
 class Profile(TimestampsMixin, ProfileBase, table=True):
     __tablename__ = "profiles"
     __table_args__ = (
-        check(f"username ~ '{USERNAME_PATTERN}'", "username_format"),
-        check("char_length(display_name) between 1 and 100", "display_name_length"),
-        check("jsonb_typeof(preferences) = 'object'", "preferences_is_object"),
+        document_check("preferences", Preferences, name="profile_preferences"),
         access_info(AccessClass.USER_OWNED, owner="id"),
     )
 
@@ -97,9 +89,9 @@ class ProfileCreate(ProfileBase):
 
 
 class ProfileUpdate(SQLModel):
-    username: Username | None = None
-    display_name: str | None = Field(default=None, min_length=1, max_length=100)
-    preferences: Preferences | None = None
+    username: Username = unset()
+    display_name: DisplayName | None = unset()
+    preferences: Preferences = unset()
 
 
 class ProfilePublic(ProfileBase):
@@ -122,10 +114,14 @@ class WatchKind(StrEnum):
 NETWORK_REFERENCE_PATTERN = "^[a-z0-9_-]+:[A-Za-z0-9_.-]{1,128}$"
 
 
+Reference = Annotated[str, Text(min_length=1, max_length=200)]
+Label = Annotated[str, Text(min_length=1, max_length=100)]
+
+
 class WatchlistEntryBase(SQLModel):
     kind: WatchKind = Field(sa_type=_TEXT)
-    reference: str = Field(min_length=1, max_length=200, sa_type=_TEXT)
-    label: str | None = Field(default=None, min_length=1, max_length=100, sa_type=_TEXT)
+    reference: Reference = Field(sa_type=_TEXT)
+    label: Label | None = Field(default=None, sa_type=_TEXT)
 
     @model_validator(mode="before")
     @classmethod
@@ -157,14 +153,17 @@ class WatchlistEntry(TimestampsMixin, WatchlistEntryBase, IdMixin, table=True):
     __table_args__ = (
         # Leads with user_id: the RLS policy column, and "my watchlist" reads.
         sa.UniqueConstraint("user_id", "kind", "reference"),
-        enum_check("kind", WatchKind),
         check(
             f"(kind = 'address' and reference ~ '{ADDRESS_PATTERN}')"
             f" or (kind <> 'address' and reference ~ '{NETWORK_REFERENCE_PATTERN}')",
             "reference_format",
         ),
-        check("char_length(label) between 1 and 100", "label_length"),
-        access_info(AccessClass.USER_OWNED, owner="user_id"),
+        access_info(
+            AccessClass.USER_OWNED,
+            owner="user_id",
+            quota=MAX_WATCHLIST_ENTRIES,
+            noun=("watchlist", "watchlist entries"),
+        ),
     )
 
     user_id: uuid.UUID = Field(foreign_key="auth.users.id", ondelete="CASCADE")
@@ -175,7 +174,7 @@ class WatchlistEntryCreate(WatchlistEntryBase):
 
 
 class WatchlistEntryUpdate(SQLModel):
-    label: str | None = Field(default=None, min_length=1, max_length=100)
+    label: Label | None = unset()
 
 
 class WatchlistEntryPublic(WatchlistEntryBase):

@@ -14,16 +14,22 @@ from database.schema.base import (
     Page,
     TimestampsMixin,
     access_info,
-    check,
-    enum_check,
     metadata,
+    unset,
 )
-from database.schema.types import ADDRESS_PATTERN, HASH_PATTERN, Address, Chain, Score, TxHash
+from database.schema.types import (
+    SCORE_SQL_TYPE,
+    Address,
+    Chain,
+    EthAmount,
+    NonNegativeBigInt,
+    Score,
+    TxHash,
+    UsdAmount,
+)
 
 #: pg_notify channel: one notification per INSERT statement (not per row).
 NOTIFY_CHANNEL = "whale_transactions"
-
-EthValue = Decimal  # NUMERIC(30, 18): wei precision
 
 
 # Fields every role shares, validated: what an ingest sends.
@@ -37,29 +43,20 @@ class WhaleTransactionBase(SQLModel):
     from_address: Address = Field(sa_type=sa.Text, index=True)
     # A contract creation has no recipient.
     to_address: Address | None = Field(default=None, sa_type=sa.Text, index=True)
-    value_eth: EthValue = Field(ge=0, max_digits=30, decimal_places=18)
-    value_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=2)
-    gas_price: int = Field(ge=0, sa_type=sa.BigInteger)
-    gas_used: int | None = Field(default=None, ge=0, sa_type=sa.BigInteger)
-    block_number: int = Field(ge=0, sa_type=sa.BigInteger, index=True)
+    value_eth: EthAmount
+    value_usd: UsdAmount | None = Field(default=None, sa_type=sa.Numeric(20, 2))
+    gas_price: NonNegativeBigInt = Field(sa_type=sa.BigInteger)
+    gas_used: NonNegativeBigInt | None = Field(default=None, sa_type=sa.BigInteger)
+    block_number: NonNegativeBigInt = Field(sa_type=sa.BigInteger, index=True)
     block_timestamp: AwareDatetime = Field(sa_type=sa.DateTime(timezone=True))
-    whale_score: Score = Field(index=True)
+    whale_score: Score = Field(index=True, sa_type=SCORE_SQL_TYPE)
 
 
-# The table. Rows are created by the service (ingest), read by everyone.
+# The table. Rows are created by the service (ingest), read by everyone. Its CHECKs are rendered
+# from the field types above (database.schema.rules).
 class WhaleTransaction(TimestampsMixin, WhaleTransactionBase, IdMixin, table=True):
     __tablename__ = "whale_transactions"
     __table_args__ = (
-        check(f"hash ~ '{HASH_PATTERN}'", "hash_format"),
-        check(f"from_address ~ '{ADDRESS_PATTERN}'", "from_address_format"),
-        check(f"to_address ~ '{ADDRESS_PATTERN}'", "to_address_format"),
-        enum_check("chain", Chain),
-        check("value_eth >= 0", "value_eth_nonnegative"),
-        check("value_usd >= 0", "value_usd_nonnegative"),
-        check("gas_price >= 0", "gas_price_nonnegative"),
-        check("gas_used >= 0", "gas_used_nonnegative"),
-        check("block_number >= 0", "block_number_nonnegative"),
-        check("whale_score between 0 and 1", "whale_score_range"),
         # Newest first with a stable tie-break: the list endpoints' keyset order.
         sa.Index("ix_whale_transactions_block_timestamp_id", "block_timestamp", "id"),
         sa.Index("ix_whale_transactions_value_eth", "value_eth"),
@@ -75,18 +72,19 @@ class WhaleTransactionCreate(WhaleTransactionBase):
     pass
 
 
-# A correction by the service: every field optional, still validated.
+# A correction by the service: any field may be left out; an explicit null only where the
+# column may be null.
 class WhaleTransactionUpdate(SQLModel):
-    chain: Chain | None = None
-    from_address: Address | None = None
-    to_address: Address | None = None
-    value_eth: EthValue | None = Field(default=None, ge=0, max_digits=30, decimal_places=18)
-    value_usd: Decimal | None = Field(default=None, ge=0, max_digits=20, decimal_places=2)
-    gas_price: int | None = Field(default=None, ge=0)
-    gas_used: int | None = Field(default=None, ge=0)
-    block_number: int | None = Field(default=None, ge=0)
-    block_timestamp: AwareDatetime | None = None
-    whale_score: Score | None = None
+    chain: Chain = unset()
+    from_address: Address = unset()
+    to_address: Address | None = unset()
+    value_eth: EthAmount = unset()
+    value_usd: UsdAmount | None = unset()
+    gas_price: NonNegativeBigInt = unset()
+    gas_used: NonNegativeBigInt | None = unset()
+    block_number: NonNegativeBigInt = unset()
+    block_timestamp: AwareDatetime = unset()
+    whale_score: Score = unset()
 
 
 # What the API returns. Amounts are decimal strings in plain notation ("0.000000000000000000",
@@ -149,8 +147,8 @@ whale_activity_daily = sa.Table(
 class WhaleTransactionFilters(SQLModel):
     chain: Chain | None = None
     address: Address | None = None  # from or to
-    min_value_eth: Decimal | None = Field(default=None, ge=0)
-    min_value_usd: Decimal | None = Field(default=None, ge=0)
+    min_value_eth: EthAmount | None = None
+    min_value_usd: UsdAmount | None = None
     since: AwareDatetime | None = None  # block_timestamp >= since
     until: AwareDatetime | None = None  # block_timestamp < until
     min_score: Score | None = None
