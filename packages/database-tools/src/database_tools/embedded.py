@@ -45,6 +45,8 @@ class LocalDatabaseError(DatabasePackageError):
 
 
 _START_TIMEOUT_S = 60
+#: How long a start waits for the backends of a crashed postmaster to go away.
+_ORPHAN_WAIT_S = 15
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class LocalServer:
     def status(self) -> LocalStatus:
         initialized = (self.pgdata / "PG_VERSION").exists()
         pid, port = self._postmaster()
-        running = pid is not None and _alive(pid)
+        running = pid is not None and _is_postmaster(pid)
         return LocalStatus(
             data_dir=self.pgdata,
             initialized=initialized,
@@ -197,17 +199,34 @@ class LocalServer:
         self.logfile.touch()
         if user is not None:
             shutil.chown(self.logfile, user=user)
-        self._pg_ctl(
-            "start",
-            "-w",
-            "-t",
-            str(_START_TIMEOUT_S),
-            "-l",
-            str(self.logfile),
-            "-o",
-            f"-p {port}",
-        )
-        return port
+        self._remove_stale_pid_file()
+        deadline = time.monotonic() + _ORPHAN_WAIT_S
+        while True:
+            try:
+                self._pg_ctl(
+                    "start", "-w", "-t", str(_START_TIMEOUT_S), "-l", str(self.logfile),
+                    "-o", f"-p {port}",
+                )  # fmt: skip
+                return port
+            except LocalDatabaseError as exc:
+                # After a crash of the postmaster its backends take a moment to notice and
+                # exit; until then they hold the old shared memory and a start is refused.
+                if "pre-existing shared memory block" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _remove_stale_pid_file(self) -> None:
+        """Drop postmaster.pid when its process is dead (called under the lock, not running).
+
+        PostgreSQL checks the pid with signal 0 too, so the zombie of a killed postmaster, or an
+        unrelated program that got its pid, would block the start. Backends that outlived it
+        still hold the shared memory, and the server itself refuses to start over those.
+        """
+        pid, _ = self._postmaster()
+        if pid is not None and not _is_postmaster(pid):
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
 
     def _pg_ctl(self, *args: str) -> None:
         try:
@@ -239,14 +258,28 @@ def _run(command: list[str], *, user: str | None) -> None:
         )
 
 
-def _alive(pid: int) -> bool:
+def _is_postmaster(pid: int) -> bool:
+    """Whether `pid` is a live PostgreSQL process.
+
+    After a `kill -9` the postmaster stays a zombie until its parent (init, or a container's
+    first process) reaps it, and postmaster.pid stays behind: signal 0 still reaches a zombie,
+    and the pid may since belong to another program. /proc tells both apart (Linux); elsewhere
+    signal 0 is all there is.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # another user's process (the server user, when we are not root): look closer
+    proc = Path("/proc") / str(pid)
+    try:
+        # "pid (comm) state …": the state follows the last ")", comm may hold spaces.
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = (proc / "cmdline").read_bytes().split(b"\0", 1)[0]
+    except (OSError, IndexError):
+        return not Path("/proc/self").exists()  # no /proc: trust the signal
+    return state not in ("Z", "X") and Path(os.fsdecode(command)).name.startswith("postgres")
 
 
 def _free_port(preferred: int) -> int:
