@@ -166,6 +166,28 @@ def health(json: JsonFlag = False) -> None:
 
 
 @app.command()
+def housekeeping(json: JsonFlag = False) -> None:
+    """Mark collection runs whose process died (no one holds their lock) as abandoned."""
+    from database.sessions import Database
+    from database_tools.housekeeping import abandon_dead_runs
+
+    try:
+        db = Database(url=_target_url())
+        try:
+            abandoned = abandon_dead_runs(db)
+        finally:
+            db.dispose()
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+    Output(json=json).table(
+        "abandoned runs",
+        ["id", "collector", "owner", "records_collected"],
+        [(r.id, r.collector, r.owner, r.records_collected) for r in abandoned],
+    )
+    typer.echo(f"{len(abandoned)} dead run(s) marked abandoned", err=True)
+
+
+@app.command()
 def bootstrap() -> None:
     """Apply the Supabase-compatibility bootstrap (refused on a real Supabase database)."""
     from database_tools.bootstrap import apply_bootstrap

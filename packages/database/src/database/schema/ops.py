@@ -26,6 +26,7 @@ from database.schema.types import NonNegativeBigInt
 
 _TEXT: Any = sa.Text
 _TS: Any = sa.DateTime(timezone=True)
+_ZERO: Any = {"server_default": "0"}
 
 
 class Severity(StrEnum):
@@ -40,6 +41,8 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Its process died without a word (SIGKILL, power): found by the next run or housekeeping.
+    ABANDONED = "abandoned"
 
 
 # -- system_events ---------------------------------------------------------------------------
@@ -49,6 +52,8 @@ EventType = Annotated[str, Text(min_length=1, max_length=100)]
 Message = Annotated[str, Text(min_length=1, max_length=10_000)]
 ErrorText = Annotated[str, Text(max_length=10_000)]
 Collector = Annotated[str, Text(min_length=1, max_length=100)]
+#: Who runs it: "host:pid". While it runs, that process holds the run's advisory lock.
+RunOwner = Annotated[str, Text(min_length=1, max_length=300)]
 
 
 class SystemEventBase(SQLModel):
@@ -96,6 +101,24 @@ class CollectionRunBase(SQLModel):
     )
     records_collected: NonNegativeBigInt = Field(default=0, sa_type=sa.BigInteger)
     error: ErrorText | None = Field(default=None, sa_type=_TEXT)
+    # Where the records read went; once a run has succeeded, read = collected + rejected +
+    # skipped + filtered + merged (repeats of a record, written once). Kept current as it runs.
+    records_read: NonNegativeBigInt = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs=_ZERO
+    )
+    records_rejected: NonNegativeBigInt = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs=_ZERO
+    )
+    records_skipped: NonNegativeBigInt = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs=_ZERO
+    )
+    records_filtered: NonNegativeBigInt = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs=_ZERO
+    )
+    records_merged: NonNegativeBigInt = Field(
+        default=0, sa_type=sa.BigInteger, sa_column_kwargs=_ZERO
+    )
+    owner: RunOwner | None = Field(default=None, sa_type=_TEXT)
 
     @model_validator(mode="after")
     def _finished_when_done(self) -> Self:
@@ -125,6 +148,11 @@ class CollectionRunUpdate(SQLModel):
     status: RunStatus = unset()
     records_collected: NonNegativeBigInt = unset()
     error: ErrorText | None = unset()
+    records_read: NonNegativeBigInt = unset()
+    records_rejected: NonNegativeBigInt = unset()
+    records_skipped: NonNegativeBigInt = unset()
+    records_filtered: NonNegativeBigInt = unset()
+    records_merged: NonNegativeBigInt = unset()
 
 
 class CollectionRunPublic(CollectionRunBase):
