@@ -1,0 +1,175 @@
+"""The caller's side of a bulk write: rows validated (inside pydantic-core, into dicts), built
+into COPY tuples, sorted by key and de-duplicated, chunk by chunk. Chunks start small, so the
+server gets work at once, and double up to the writer's chunk size."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import operator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from database.errors import ConflictError, InvalidInputError, invalid_input
+from database.repositories.bulk_plan import CopyPlan
+from database.repositories.bulk_results import Rejected
+from database.repositories.rows import RowValidator
+
+#: The first chunk's size: the server gets work at once; later chunks double up to chunk_size.
+FIRST_CHUNK = 1_000
+
+
+@dataclass
+class Chunk:
+    start: int  # input position of the chunk's first row
+    inputs: list[Any]  # the rows as given (rejects name them)
+    built: list[tuple[Any, ...]]  # COPY tuples of the valid rows, in input order
+    positions: list[int]  # input position of each built tuple
+    rows: list[tuple[Any, ...]]  # `built` sorted by key, one per key (the last one wins)
+    invalid: list[Rejected]
+    _index: dict[int, int] | None = None
+
+    @property
+    def merged_duplicates(self) -> int:
+        return len(self.built) - len(self.rows)
+
+    def rejected(self, row: tuple[Any, ...], error: InvalidInputError | ConflictError) -> Rejected:
+        if self._index is None:  # only on the failure path: which input a tuple came from
+            self._index = {id(built): i for i, built in enumerate(self.built)}
+        position = self.positions[self._index[id(row)]]
+        return Rejected(position=position, row=self.inputs[position - self.start], error=error)
+
+
+class InputIteratorError(Exception):
+    """The caller's iterator raised; carried out of the chunk generator as the cause."""
+
+
+@cache
+def _validator(schema: type[BaseModel]) -> RowValidator:
+    return RowValidator(schema)
+
+
+class Feed:
+    """Chunks of validated, key-sorted COPY tuples, built on the caller's thread."""
+
+    def __init__(
+        self,
+        rows: Iterable[Any],
+        plan: CopyPlan,
+        *,
+        chunk_size: int,
+        collect_invalid: bool,
+        prevalidated: bool,
+        dedupe: bool,
+    ) -> None:
+        self.plan = plan
+        self.rows = iter(rows)
+        self.chunk_size = chunk_size
+        self.collect_invalid = collect_invalid
+        self.prevalidated = prevalidated
+        self.dedupe = dedupe
+        self.read = 0
+        self.build = plan.builder()
+        self.validator = _validator(plan.schema)
+        positions = plan.key_positions()
+        self.key = operator.itemgetter(*positions)
+
+    def chunks(self) -> Iterator[Chunk]:
+        size = min(FIRST_CHUNK, self.chunk_size)
+        while True:
+            try:
+                batch = list(itertools.islice(self.rows, size))
+            except Exception as exc:  # the caller's iterator failed: say how far we got
+                raise InputIteratorError(exc) from exc
+            if not batch:
+                return
+            with _gc_paused():
+                chunk = self._chunk(batch)
+            yield chunk
+            size = min(size * 2, self.chunk_size)
+
+    def _chunk(self, batch: list[Any]) -> Chunk:
+        start = self.read
+        self.read += len(batch)
+        built: list[tuple[Any, ...]] = []
+        positions: list[int] = []
+        invalid: list[Rejected] = []
+        build, schema = self.build, self.plan.schema
+        validate = self.validator.validate_python
+        trusted = self.prevalidated
+        for offset, row in enumerate(batch):
+            if isinstance(row, schema):
+                values = row.__dict__
+            elif trusted:
+                values = row
+            else:
+                try:
+                    values = validate(row.model_dump() if isinstance(row, BaseModel) else row)
+                except ValidationError as exc:
+                    error = invalid_input(exc, position=start + offset)
+                    if not self.collect_invalid:
+                        raise InvalidInputError(
+                            field=error.field,
+                            rule=error.rule,
+                            position=start + offset,
+                            errors=error.errors,
+                        ) from None
+                    invalid.append(Rejected(position=start + offset, row=row, error=error))
+                    continue
+            built.append(build(values))
+            positions.append(start + offset)
+        return Chunk(
+            start=start,
+            inputs=batch,
+            built=built,
+            positions=positions,
+            rows=self._ordered(built),
+            invalid=invalid,
+        )
+
+    def _ordered(self, built: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Sorted by key (stable: among equal keys, input order); with `dedupe`, the last of
+        each key only (one merge statement may not touch a row twice)."""
+        key = self.key
+        try:
+            ordered = sorted(built, key=key)
+        except TypeError:  # a NULL in a key column: NULLs last, as PostgreSQL sorts them
+            ordered = sorted(built, key=lambda row: _nulls_last(key(row)))
+        if not self.dedupe or len(ordered) < 2:
+            return ordered
+        keys = list(map(key, ordered))
+        if len(set(keys)) == len(keys):
+            return ordered
+        return [row for row, k, after in zip(ordered, keys, [*keys[1:], _END], strict=True)
+                if k != after]  # fmt: skip
+
+
+_END = object()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a chunk's rows are built.
+
+    Those rows are acyclic tuples and dicts, yet allocating thousands of them triggers
+    collections that walk everything the caller holds (a list of a million rows costs
+    seconds). Reference counting still frees memory; the collector resumes after the chunk.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _nulls_last(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_nulls_last(v) for v in value)
+    return (True, 0) if value is None else (False, value)

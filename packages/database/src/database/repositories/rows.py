@@ -1,0 +1,100 @@
+"""Rows validated inside pydantic-core, as plain dicts: the bulk writers' hot path.
+
+A Create schema validates into a model instance; for a million rows that is a million objects,
+and a SQLModel schema adds a Python `__init__` per row on top (pydantic then calls back into
+Python for each one, and validates twice). `RowValidator` compiles the same field schemas —
+the rules declared once on the types, bounds, patterns and case folding included — into one
+typed-dict validator: the result is a dict with every field (defaults filled in), and no Python
+runs per row. Schemas whose rules need the model itself (model validators, `__post_init__`)
+keep validating through the model.
+
+    rows = RowValidator(WhaleTransactionCreate)
+    row = rows.validate_json(line)                 # bytes or str of one JSON object
+    row = rows.validate_python({"hash": ...})      # a mapping (lax: "12" -> 12, ISO strings)
+    derived = RowValidator(WhaleTransactionCreate, defaults={"whale_score": None})
+
+`defaults` makes fields optional with the given value (not validated: the caller derives those
+from the validated row, then checks them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import CoreSchema, SchemaValidator
+from pydantic_core import core_schema as cs
+
+
+class RowValidator:
+    """Validates rows of `schema` into dicts holding every field of the schema."""
+
+    def __init__(self, schema: type[BaseModel], *, defaults: Mapping[str, Any] | None = None):
+        self.schema = schema
+        self.defaults = dict(defaults or {})
+        unknown = set(self.defaults) - set(schema.model_fields)
+        if unknown:
+            raise ValueError(f"{schema.__name__} has no field {sorted(unknown)[0]!r}")
+        core = _typed_dict_schema(schema, self.defaults)
+        self._validator = SchemaValidator(core) if core is not None else None
+        self._adapter: TypeAdapter[Any] | None = None
+        if core is None:
+            self._adapter = TypeAdapter(schema)
+        self.fields = tuple(schema.model_fields)
+
+    @property
+    def through_model(self) -> bool:
+        """True when the schema's rules need the model (validation builds instances)."""
+        return self._validator is None
+
+    def validate_python(self, data: Any) -> dict[str, Any]:
+        if self._validator is not None:
+            return self._validator.validate_python(data)  # type: ignore[no-any-return]
+        return self._from_model(data, json=False)
+
+    def validate_json(self, data: bytes | str) -> dict[str, Any]:
+        if self._validator is not None:
+            return self._validator.validate_json(data)  # type: ignore[no-any-return]
+        return self._from_model(data, json=True)
+
+    def _from_model(self, data: Any, *, json: bool) -> dict[str, Any]:
+        assert self._adapter is not None
+        if isinstance(data, Mapping):
+            data = {**self.defaults, **data}
+        model = self._adapter.validate_json(data) if json else self._adapter.validate_python(data)
+        return dict(model.__dict__)
+
+
+def _typed_dict_schema(schema: type[BaseModel], defaults: Mapping[str, Any]) -> CoreSchema | None:
+    """The model's own field schemas in a typed dict, or None when the model must validate."""
+    core: Any = schema.__pydantic_core_schema__
+    definitions = None
+    if core.get("type") == "definitions":
+        definitions, core = core["definitions"], core["schema"]
+    if (
+        core.get("type") != "model"
+        or core.get("post_init")
+        or core.get("root_model")
+        or core["schema"].get("type") != "model-fields"
+        or schema.__pydantic_decorators__.model_validators
+    ):
+        return None
+    model_fields = core["schema"]
+    fields: dict[str, cs.TypedDictField] = {}
+    for name, field in model_fields["fields"].items():
+        inner = field["schema"]
+        if name in defaults:
+            base = inner["schema"] if inner.get("type") == "default" else inner
+            inner = cs.with_default_schema(base, default=defaults[name])
+        fields[name] = cs.typed_dict_field(
+            inner,
+            required=inner.get("type") != "default",
+            validation_alias=field.get("validation_alias"),
+        )
+    typed = cs.typed_dict_schema(
+        fields,
+        extra_behavior=model_fields.get("extra_behavior"),
+        config=core.get("config"),
+    )
+    return cs.definitions_schema(typed, definitions) if definitions else typed

@@ -1,0 +1,306 @@
+"""BulkWriter under pressure: concurrent writers over overlapping keys, deadlocks from outside,
+rows the database refuses inside good chunks, counts that add up, hooks inside the chunk's
+transaction, and rows validated as dicts exactly as the model validates them.
+
+The writer commits on its own connections, so these tests write for real and empty the table
+afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy import Connection
+
+from database.errors import BulkWriteError, InvalidInputError
+from database.repositories import BulkWriter, UpsertResult
+from database.repositories.bulk import Rejected
+from database.repositories.rows import RowValidator
+from database.schema import CollectionRunCreate, WhaleTransaction, WhaleTransactionCreate
+from database.sessions import Database
+from database_tools.factories import WhaleTransactionFactory
+
+
+@pytest.fixture(autouse=True)
+def _empty_tables(truncate_after: Callable[..., None]) -> None:
+    truncate_after("whale_transactions", "system_events")
+
+
+def rows(n: int, *, block: int = 0) -> list[dict[str, Any]]:
+    built = WhaleTransactionFactory.build_batch(n)
+    return [
+        {**WhaleTransactionCreate.model_validate(r.model_dump()).model_dump(),
+         "block_number": block + i}
+        for i, r in enumerate(built)
+    ]  # fmt: skip
+
+
+def _scalar(database: Database, sql: str) -> Any:
+    with database.service_session() as s:
+        return s.execute(sa.text(sql)).scalar_one()
+
+
+@contextmanager
+def refusing(database: Database, condition: str) -> Iterator[None]:
+    """A rule the database holds and the schema does not: rows breaking it are refused."""
+    with database.engine.begin() as c:
+        c.exec_driver_sql(
+            f"alter table whale_transactions add constraint zz_test_refusal check ({condition})"
+            " not valid"
+        )
+    try:
+        yield
+    finally:
+        with database.engine.begin() as c:
+            c.exec_driver_sql("alter table whale_transactions drop constraint zz_test_refusal")
+
+
+def _adds_up(result: UpsertResult) -> bool:
+    parts = result.written + result.merged_duplicates + result.rejected
+    return result.rows == parts
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_concurrent_upserts_over_overlapping_keys_finish_with_the_right_rows(
+    database: Database,
+) -> None:
+    universe = rows(6000)
+    # Four writers, each with most of the keys in its own order, some changed by each.
+    batches = []
+    for seed in range(4):
+        rng = random.Random(seed)
+        mine = [dict(r) for r in rng.sample(universe, 4500)]
+        for r in mine[:300]:
+            r["value_usd"] = Decimal(seed)
+        batches.append(mine)
+    results: list[UpsertResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(batches))
+
+    def write(batch: list[dict[str, Any]]) -> None:
+        start.wait()
+        try:
+            results.append(
+                BulkWriter(database, chunk_size=700).upsert(WhaleTransaction, rows=batch)
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    union = {r["hash"] for b in batches for r in b}
+    assert _scalar(database, "select count(*) from whale_transactions") == len(union)
+    assert _scalar(database, "select count(distinct hash) from whale_transactions") == len(union)
+    assert sum(r.inserted for r in results) == len(union)  # each key inserted exactly once
+    for result, batch in zip(sorted(results, key=lambda r: r.rows), batches, strict=True):
+        assert result.rows == len(batch) and _adds_up(result)
+
+
+def test_a_deadlock_from_outside_is_retried_and_the_chunk_counted_once(
+    database: Database,
+) -> None:
+    first, second = sorted(rows(2), key=lambda r: r["hash"])
+    writer = BulkWriter(database)
+    writer.upsert(WhaleTransaction, rows=[first, second])
+    changed = [{**first, "value_usd": Decimal(7)}, {**second, "value_usd": Decimal(7)}]
+    outcome: list[UpsertResult | BaseException] = []
+    # Another session holds the second row; the writer (key order) locks the first, then waits
+    # for the second; the other session then asks for the first: a deadlock, which the writer
+    # (waiting longer, so it detects it) loses and retries.
+    with database.engine.connect() as other:
+        other.begin()
+        other.exec_driver_sql("set local deadlock_timeout = '20s'")  # the writer detects it
+        other.execute(_touch, {"h": second["hash"]})
+
+        def upsert() -> None:
+            try:
+                outcome.append(writer.upsert(WhaleTransaction, rows=changed))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=upsert)
+        thread.start()
+        _wait_for_lock_waiter(other)
+        other.execute(_touch, {"h": first["hash"]})  # blocks until the writer gives way
+        other.commit()
+        thread.join()
+    (result,) = outcome
+    assert isinstance(result, UpsertResult), result
+    assert (result.retries, result.updated, result.rows) == (1, 2, 2)
+    assert _scalar(database, "select count(*) from whale_transactions where value_usd = 7") == 2
+
+
+_touch = sa.text("update whale_transactions set gas_used = gas_used where hash = :h")
+
+
+def _wait_for_lock_waiter(connection: Connection) -> None:
+    waiting = sa.text(
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+        " and datname = current_database() and pid <> pg_backend_pid()"
+    )
+    with connection.engine.connect() as probe:
+        while not probe.execute(waiting).scalar_one():
+            time.sleep(0.05)
+            probe.rollback()
+
+
+# -- refused rows ------------------------------------------------------------------------------
+
+
+def test_a_row_the_database_refuses_costs_only_itself(database: Database) -> None:
+    batch = rows(3000)
+    rejected: list[Rejected] = []
+    with refusing(database, "block_number not in (17, 2222)"):
+        result = BulkWriter(database, chunk_size=1000).upsert(
+            WhaleTransaction, rows=batch, on_reject=rejected.append
+        )
+        assert (result.inserted, result.rejected, result.rows) == (2998, 2, 3000)
+        assert sorted(r.position for r in rejected) == [17, 2222]
+        assert all(r.row is batch[r.position] for r in rejected)
+        assert all("zz_test_refusal" in r.reason for r in rejected)
+        assert rejected[0].error.field == "block_number"
+        # The merge path too: every row exists, each one changed; the same two are refused.
+        changed = [{**r, "value_usd": Decimal(1)} for r in batch]
+        again: list[Rejected] = []
+        result = BulkWriter(database, chunk_size=1000).upsert(
+            WhaleTransaction, rows=changed, on_reject=again.append
+        )
+    assert (result.updated, result.rejected) == (2998, 2)
+    assert sorted(r.position for r in again) == [17, 2222]
+    assert _scalar(database, "select count(*) from whale_transactions") == 2998
+    assert _scalar(database, "select count(*) from whale_transactions where value_usd = 1") == 2998
+
+
+def test_many_refused_rows_are_each_left_out_alone(database: Database) -> None:
+    batch = rows(1400)
+    rejected: list[Rejected] = []
+    with refusing(database, "mod(block_number, 7) <> 3"):
+        result = BulkWriter(database).upsert(
+            WhaleTransaction, rows=batch, on_reject=rejected.append
+        )
+    assert sorted(r.position for r in rejected) == list(range(3, 1400, 7))
+    assert (result.inserted, result.rejected) == (1200, 200) and _adds_up(result)
+
+
+def test_without_on_reject_a_refused_row_fails_its_chunk_only(database: Database) -> None:
+    with refusing(database, "block_number <> 1500"), pytest.raises(BulkWriteError) as caught:
+        BulkWriter(database, chunk_size=1000).upsert(WhaleTransaction, rows=rows(3000))
+    assert "zz_test_refusal" in str(caught.value)
+    assert caught.value.committed.rows == 1000  # type: ignore[attr-defined]
+    assert _scalar(database, "select count(*) from whale_transactions") == 1000
+
+
+def test_invalid_rows_are_rejected_with_their_position_and_the_rest_written(
+    database: Database,
+) -> None:
+    batch: list[dict[str, Any]] = rows(50)
+    batch[3]["hash"] = "0xnope"
+    batch[9]["gas_price"] = 2**63  # above bigint: a validation error, not a failed write
+    batch[20] = dict(batch[21])  # a repeat: merged, the later one wins
+    rejected: list[Rejected] = []
+    result = BulkWriter(database).upsert(WhaleTransaction, rows=batch, on_reject=rejected.append)
+    assert [(r.position, r.error.field) for r in rejected] == [(3, "hash"), (9, "gas_price")]
+    assert (result.rows, result.inserted, result.merged_duplicates, result.rejected) == (
+        50, 47, 1, 2,
+    )  # fmt: skip
+    assert _adds_up(result)
+
+
+# -- hooks -----------------------------------------------------------------------------------
+
+
+def test_on_chunk_runs_inside_the_chunk_transaction(database: Database) -> None:
+    seen: list[int] = []
+
+    def record(connection: Connection, total: UpsertResult) -> None:
+        seen.append(total.written)
+        connection.execute(
+            sa.text(
+                "insert into system_events (event_type, severity, message)"
+                " values ('bulk.progress', 'info', :m)"
+            ),
+            {"m": str(total.written)},
+        )
+        if total.written > 2500:
+            raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        BulkWriter(database, chunk_size=1000).upsert(
+            WhaleTransaction, rows=rows(4000), on_chunk=record
+        )
+    assert seen == [1000, 2000, 3000]
+    # The third chunk and its progress record rolled back together.
+    assert _scalar(database, "select count(*) from whale_transactions") == 2000
+    assert _scalar(database, "select max(message::int) from system_events") == 2000
+
+
+def test_prevalidated_rows_are_written_as_given(database: Database) -> None:
+    validator = RowValidator(WhaleTransactionCreate)
+    valid = [validator.validate_python(r) | {"_origin": i} for i, r in enumerate(rows(10))]
+    result = BulkWriter(database).upsert(WhaleTransaction, rows=valid, prevalidated=True)
+    assert result.inserted == 10
+
+
+# -- validation as dicts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"hash": " 0X" + "AB" * 32 + " "},  # folded, then checked
+        {"hash": "0x123"},
+        {"value_eth": "1e30"},
+        {"value_eth": "-1"},
+        {"gas_price": 2**63},
+        {"gas_price": "12"},
+        {"block_timestamp": "2026-01-01T00:00:00"},  # naive
+        {"chain": "bitcoin"},
+        {"to_address": None},
+        {"unknown": 1},
+    ],
+)
+def test_the_row_validator_agrees_with_the_model(change: dict[str, Any]) -> None:
+    data = {**rows(1)[0], **change}
+    validator = RowValidator(WhaleTransactionCreate)
+    try:
+        expected: Any = dict(WhaleTransactionCreate.model_validate(data).__dict__)
+    except ValidationError as exc:
+        expected = [(e["loc"], e["type"]) for e in exc.errors()]
+    try:
+        got: Any = validator.validate_python(data)
+    except ValidationError as exc:
+        got = [(e["loc"], e["type"]) for e in exc.errors()]
+    assert got == expected
+    assert not validator.through_model
+
+
+def test_schemas_with_model_rules_validate_through_the_model() -> None:
+    validator = RowValidator(CollectionRunCreate)
+    assert validator.through_model
+    with pytest.raises(ValidationError, match="finished_at must be set"):
+        validator.validate_python({"collector": "x", "status": "failed"})
+
+
+def test_defaults_make_fields_optional() -> None:
+    validator = RowValidator(WhaleTransactionCreate, defaults={"whale_score": None})
+    data = rows(1)[0]
+    del data["whale_score"]
+    assert validator.validate_python(data)["whale_score"] is None
+    with pytest.raises(InvalidInputError.__mro__[-2]):  # ValueError: not a field
+        RowValidator(WhaleTransactionCreate, defaults={"nope": 1})
