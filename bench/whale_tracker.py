@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -38,9 +39,9 @@ def ingest_file(report: Report, url: URL, n: int, workdir: Path) -> None:
 
     # Baseline: the package's bulk upsert of the same rows, already parsed and validated.
     models = []
-    for raw in records(str(feed), Format.JSONL):
-        assert raw.fields is not None
-        fields = {**raw.fields, "whale_score": "0.5", "value_usd": "1"}
+    for _, line in records(str(feed), Format.JSONL):
+        assert isinstance(line, bytes)
+        fields = {**json.loads(line), "whale_score": "0.5", "value_usd": "1"}
         models.append(WhaleTransactionCreate.model_validate(fields))
     truncate(url, "whale_transactions")
     db = Database(settings=load_settings(), url=url)

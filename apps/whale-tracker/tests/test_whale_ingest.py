@@ -225,3 +225,22 @@ def test_the_score_table_equals_the_formula(value: Decimal) -> None:
         else:
             exact = (value / 100).ln() / Decimal(1000).ln()
     assert whale_score(value) == exact.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_shows_rows_rate_and_how_far_through_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _feed(tmp_path, Format.JSONL, 5000)
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert (
+        cli.main(["ingest", str(path), "--eth-usd", "3000", "--rejects", str(tmp_path / "r")]) == 0
+    )
+    shown = terminal.getvalue()
+    assert "rows 5,000" in shown and "rows/s" in shown and "rejected 0" in shown
+    assert "100%" in shown  # the bar counts the file's bytes: it has a total, hence an ETA

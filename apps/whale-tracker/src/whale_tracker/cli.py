@@ -1,12 +1,15 @@
 """`whale-tracker`: ingest, generate, serve.
 
 Exit codes of `ingest`:
-    0  every record was written (or deliberately skipped/filtered)
-    1  finished, but some records were rejected (see the rejects file)
-    2  bad usage
-    3  --strict: stopped at the first bad record (earlier batches stay written)
-    4  the input cannot be used (unreadable, unknown format, an Etherscan error body)
-    5  the database is unavailable or refused a write
+    0    every record was written (or deliberately skipped/filtered)
+    1    finished, but some records were rejected (see the rejects file)
+    2    bad usage
+    3    --strict: stopped at the first bad record (earlier batches stay written)
+    4    the input cannot be used (unreadable, unsupported encoding or format, an Etherscan
+         error body)
+    5    the database is unavailable or refused a write
+    6    an unexpected error (a bug): the run is recorded as failed, with the error
+    130  interrupted by SIGINT (143: SIGTERM); the run is recorded as failed, with its counts
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from service_kit.serve import add_serve_command
 from whale_tracker.ingest.sources import Format
 
 EXIT_REJECTS, EXIT_USAGE, EXIT_STRICT, EXIT_SOURCE, EXIT_DATABASE = 1, 2, 3, 4, 5
+EXIT_UNEXPECTED = 6
+EXIT_SIGNAL_BASE = 128  # + the signal's number, as shells report it
 
 app = typer.Typer(
     name="whale-tracker",
@@ -70,13 +75,22 @@ def ingest(
     ),
     strict: Annotated[bool, typer.Option(help="stop at the first bad record")] = False,
     rejects: Annotated[Path, typer.Option(metavar="FILE")] = Path("rejects.jsonl"),
-    batch_size: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10_000,
+    batch_size: Annotated[int, typer.Option(min=1, max=1_000_000)] = 20_000,
     json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Stream files (or -) into whale_transactions; bad records go to the rejects file."""
-    from database.errors import BulkWriteError, DatabaseUnavailableError
+    import psycopg
+    import sqlalchemy as sa
+
     from database.sessions import Database
-    from whale_tracker.ingest.pipeline import IngestOptions, StrictModeError, Summary, ingest
+    from whale_tracker.ingest.pipeline import (
+        IngestOptions,
+        Interrupted,
+        StrictModeError,
+        Summary,
+        ingest,
+        input_size,
+    )
     from whale_tracker.ingest.sources import SourceError
 
     if score_floor_eth <= 0 or score_ceiling_eth <= score_floor_eth:
@@ -93,25 +107,27 @@ def ingest(
         batch_size=batch_size,
         rejects=rejects,
     )
-    code = 0
     try:
         database = Database()
     except DatabasePackageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_DATABASE) from None
+    total = input_size(paths)  # bytes: an ETA when every input is a file
     try:
-        with progress("ingest") as advance:
-            seen = 0
+        with progress("ingest", total=total) as advance:
+            done = 0
 
             def report(summary: Summary) -> None:
-                nonlocal seen
+                nonlocal done
+                units = summary.bytes_read if total else summary.read
+                elapsed = summary.elapsed
                 advance(
-                    summary.read - seen,
-                    read=summary.read,
-                    written=summary.written,
+                    units - done,
+                    rows=summary.read,
+                    **{"rows/s": summary.read / elapsed if elapsed else 0.0},
                     rejected=sum(summary.rejected.values()),
                 )
-                seen = summary.read
+                done = units
 
             summary = ingest(paths, database=database, options=options, progress=report)
     except StrictModeError as exc:
@@ -120,9 +136,15 @@ def ingest(
     except SourceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_SOURCE) from None
-    except (DatabaseUnavailableError, BulkWriteError, DatabasePackageError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (DatabasePackageError, sa.exc.SQLAlchemyError, psycopg.Error) as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(EXIT_DATABASE) from None
+    except Interrupted as exc:
+        typer.echo(f"error: {exc}; the run is recorded as failed", err=True)
+        raise typer.Exit(EXIT_SIGNAL_BASE + exc.signum) from None
+    except Exception as exc:
+        typer.echo(f"error: unexpected {type(exc).__name__}: {_one_line(exc)}", err=True)
+        raise typer.Exit(EXIT_UNEXPECTED) from None
     finally:
         database.dispose()
     out = Output(json=json)
@@ -132,8 +154,12 @@ def ingest(
         print(summary.render())
     if summary.rejected:
         typer.echo(f"rejected records are in {rejects}", err=True)
-        code = EXIT_REJECTS
-    raise typer.Exit(code)
+        raise typer.Exit(EXIT_REJECTS)
+    raise typer.Exit(0)
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @app.command()

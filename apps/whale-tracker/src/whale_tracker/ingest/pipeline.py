@@ -1,36 +1,56 @@
 """`whale-tracker ingest`: stream records into whale_transactions through the package's bulk
-upsert, rejecting bad records (with their line and reason) without stopping the run."""
+upsert, rejecting bad records (with their line and reason) without stopping the run.
+
+Per record, on the caller's thread: JSON Lines are validated as raw bytes inside pydantic-core
+(CSV and Etherscan fields as dicts) against `WhaleTransactionCreate`'s own rules, with the
+score and USD value left out; only a valid record gets them computed (so 1e30 ETH is a reject,
+never an overflow), and the USD value is checked against its column's precision. Valid rows go
+to `BulkWriter.upsert` as they are (no model instances), which sorts, writes and commits them
+on its writer thread while the next chunk is read. A row the database refuses is rejected
+alone; the rest of its chunk is written.
+"""
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
+from sqlalchemy import Connection
 
-from database.errors import BulkWriteError, DatabasePackageError, invalid_input
-from database.repositories import (
-    BulkWriter,
-    CollectionRunRepository,
-    MarketDataRepository,
-    SystemEventRepository,
-)
+from database.errors import invalid_input
+from database.repositories import BulkWriter, MarketDataRepository, UpsertResult
+from database.repositories.bulk import InputFailedError, Rejected
+from database.repositories.rows import RowValidator
 from database.schema import Chain, WhaleTransaction, WhaleTransactionCreate
+from database.schema.rules import unwrap
 from database.sessions import Database
-from whale_tracker.ingest.scoring import DEFAULT_CEILING_ETH, DEFAULT_FLOOR_ETH, usd, whale_score
-from whale_tracker.ingest.sources import Format, Raw, SourceError, records
+from whale_tracker.ingest.inputs import Problem, SourceError, open_input, utf8_problem
+from whale_tracker.ingest.runs import Run, owned_run
+from whale_tracker.ingest.scoring import (
+    DEFAULT_CEILING_ETH,
+    DEFAULT_FLOOR_ETH,
+    UsdPrice,
+    scorer,
+)
+from whale_tracker.ingest.sources import Format, detect, read
 
 COLLECTOR = "whale-tracker.ingest"
-_VALIDATE = TypeAdapter(WhaleTransactionCreate).validate_python
 #: Quotes whose price is ETH in US dollars (or a dollar stablecoin).
 ETH_USD_SYMBOLS = ("ETH/USD", "ETH/USDT", "ETH/USDC")
+#: Where a row came from, carried beside its fields (the writer ignores keys it does not know).
+ORIGIN = "_origin"
+_PROGRESS_EVERY = 2048
 
 
 @dataclass(frozen=True)
@@ -42,12 +62,15 @@ class IngestOptions:
     floor_eth: Decimal = DEFAULT_FLOOR_ETH
     ceiling_eth: Decimal = DEFAULT_CEILING_ETH
     strict: bool = False
-    batch_size: int = 10_000
+    batch_size: int = 20_000
     rejects: Path | None = Path("rejects.jsonl")
 
 
 @dataclass
 class Summary:
+    """Where every record read went: read = written + rejected + skipped + filtered +
+    merged_duplicates (records repeated in the input, written once)."""
+
     read: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -56,8 +79,12 @@ class Summary:
     updated: int = 0
     unchanged: int = 0
     merged_duplicates: int = 0
+    retries: int = 0
+    abandoned_runs: int = 0  # earlier runs found dead when this one started
     started: float = field(default_factory=time.perf_counter)
     eth_usd: Decimal | None = None
+    size: int | None = None  # bytes of every input, when all are files
+    bytes_read: int = 0
 
     @property
     def written(self) -> int:
@@ -66,6 +93,27 @@ class Summary:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    @property
+    def accounted(self) -> int:
+        """What the records read became; equals `read` once a run has succeeded."""
+        return (
+            self.written
+            + sum(self.rejected.values())
+            + sum(self.skipped.values())
+            + self.filtered
+            + self.merged_duplicates
+        )
+
+    def counts(self) -> dict[str, int]:
+        """The run's counts besides records_collected (collection_runs columns)."""
+        return {
+            "records_read": self.read,
+            "records_rejected": sum(self.rejected.values()),
+            "records_skipped": sum(self.skipped.values()),
+            "records_filtered": self.filtered,
+            "records_merged": self.merged_duplicates,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +125,8 @@ class Summary:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "merged_duplicates": self.merged_duplicates,
+            "retries": self.retries,
+            "abandoned_runs": self.abandoned_runs,
             "elapsed_seconds": round(self.elapsed, 3),
             "eth_usd": self.eth_usd,
         }
@@ -90,6 +140,7 @@ class Summary:
             f"skipped    {sum(self.skipped.values()):>12,}"
             + "".join(f"\n  {reason:<20} {n:>10,}" for reason, n in self.skipped.most_common()),
             f"filtered   {self.filtered:>12,}  (below --min-value-eth)",
+            f"merged     {self.merged_duplicates:>12,}  (repeated in the input)",
             f"inserted   {self.inserted:>12,}",
             f"updated    {self.updated:>12,}",
             f"unchanged  {self.unchanged:>12,}",
@@ -98,6 +149,8 @@ class Summary:
         ]
         if self.eth_usd is not None:
             lines.append(f"ETH/USD    {self.eth_usd:>12}")
+        if self.abandoned_runs:
+            lines.append(f"abandoned  {self.abandoned_runs:>12,}  (earlier runs found dead)")
         return "\n".join(lines)
 
 
@@ -107,41 +160,12 @@ class StrictModeError(Exception):
         super().__init__(f"{source}:{line}: {reason}")
 
 
-class _BatchWriter:
-    """Upserts batches on a worker thread while the caller parses the next one.
+class Interrupted(BaseException):  # a signal, as KeyboardInterrupt is
+    """SIGINT or SIGTERM arrived: the run stops, and is recorded as failed."""
 
-    At most one batch is in flight and one being built, so memory stays bounded; parsing
-    (Python) and index maintenance (the server) overlap instead of taking turns.
-    """
-
-    def __init__(self, database: Database, summary: Summary) -> None:
-        self.writer = BulkWriter(database)
-        self.summary = summary
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
-        self.pending: Future[None] | None = None
-
-    def _write(self, batch: list[WhaleTransactionCreate]) -> None:
-        result = self.writer.upsert(WhaleTransaction, rows=batch)
-        self.summary.inserted += result.inserted
-        self.summary.updated += result.updated
-        self.summary.unchanged += result.unchanged
-        self.summary.merged_duplicates += result.merged_duplicates
-
-    def submit(self, batch: list[WhaleTransactionCreate]) -> None:
-        self.wait()
-        if batch:
-            self.pending = self.pool.submit(self._write, batch)
-
-    def wait(self, *, raise_errors: bool = True) -> None:
-        pending, self.pending = self.pending, None
-        if pending is None:
-            return
-        error = pending.exception()
-        if error is not None and raise_errors:
-            raise error
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
 def latest_eth_usd(database: Database) -> Decimal | None:
@@ -150,32 +174,23 @@ def latest_eth_usd(database: Database) -> Decimal | None:
     return max(quotes, key=lambda q: q.observed_at).price if quotes else None
 
 
-def _reason(exc: ValidationError) -> str:
-    return str(invalid_input(exc))
-
-
-def _decimal(value: Any) -> Decimal | None:
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() and number >= 0 else None
-
-
 class _Rejects:
-    """The rejects file, created on the first bad record only."""
+    """The rejects file, created on the first bad record only. Both threads write to it."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.handle: TextIO | None = None
+        self.lock = threading.Lock()
 
-    def write(self, source: str, raw: Raw, reason: str) -> None:
+    def write(self, source: str, line: int, reason: str, record: Any) -> None:
         if self.path is None:
             return
-        if self.handle is None:
-            self.handle = self.path.open("w", encoding="utf-8")
-        entry = {"source": source, "line": raw.line, "reason": reason, "record": raw.fields}
-        self.handle.write(json.dumps(entry, default=str) + "\n")
+        entry = {"source": source, "line": line, "reason": reason, "record": record}
+        text = json.dumps(entry, default=str, ensure_ascii=False) + "\n"
+        with self.lock:
+            if self.handle is None:
+                self.handle = self.path.open("w", encoding="utf-8")
+            self.handle.write(text)
 
     def close(self) -> None:
         if self.handle is not None:
@@ -192,98 +207,249 @@ def ingest(
     """Read every path, upsert every valid record, account for every other one.
 
     Raises StrictModeError (with `--strict`) at the first bad record, SourceError for input that
-    cannot be used at all, and the package's errors for database trouble; the collection run
-    is recorded as failed (and a system event logged) whenever the database is reachable.
+    cannot be used at all, Interrupted on SIGINT/SIGTERM, and the package's errors for database
+    trouble. However it ends, the collection run is finalized: succeeded, or failed with the
+    reason and the counts so far (and a system event) whenever the database is reachable; a run
+    whose process is killed outright is marked abandoned by the next one.
     """
-    summary = Summary(eth_usd=options.eth_usd or latest_eth_usd(database))
+    summary = Summary(eth_usd=options.eth_usd or latest_eth_usd(database), size=input_size(paths))
     rejects = _Rejects(options.rejects)
-    with database.service_session() as session:
-        run = CollectionRunRepository(session).start(collector=COLLECTOR)
-    writer = _BatchWriter(database, summary)
-    batch: list[WhaleTransactionCreate] = []
-    try:
-        for path in paths:
-            for raw in records(path, options.fmt):
-                summary.read += 1
-                model = _accept(raw, path, options, summary, rejects)
-                if model is not None:
-                    batch.append(model)
-                    if len(batch) >= options.batch_size:
-                        writer.submit(batch)
-                        batch = []
-                if progress is not None and not summary.read % 1000:
-                    progress(summary)
-        writer.submit(batch)
-        writer.wait()
-    except (SourceError, StrictModeError, BulkWriteError, DatabasePackageError, OSError) as exc:
-        writer.wait(raise_errors=False)  # what was handed over is written (or failed) first
-        _record_failure(database, run.id, summary, exc)
-        raise
-    finally:
-        writer.close()
+    with _signals_interrupt() as signals, owned_run(database, collector=COLLECTOR) as run:
+        summary.abandoned_runs = len(run.abandoned)
+        job = _Job(paths, options, summary, rejects, run, progress, signals)
+        try:
+            result = BulkWriter(database, chunk_size=options.batch_size).upsert(
+                WhaleTransaction,
+                rows=job.rows(),
+                prevalidated=True,
+                on_reject=job.refused,
+                on_chunk=job.checkpoint,
+            )
+        except BaseException as exc:
+            job.sync()
+            error = _unwrapped(exc)
+            run.fail(reason=_describe(error), kind=type(error).__name__, counts=summary.counts())
+            rejects.close()
+            if progress is not None:
+                progress(summary)
+            if isinstance(error, KeyboardInterrupt):
+                raise Interrupted(signal.SIGINT) from None
+            raise error from None
+        job.sync()
+        _take(summary, result)
         rejects.close()
         if progress is not None:
             progress(summary)
-    with database.service_session() as session:
-        CollectionRunRepository(session).finish(
-            id=run.id, succeeded=True, records_collected=summary.written
-        )
+        run.succeed(records_collected=summary.written, counts=summary.counts())
     return summary
 
 
-def _accept(
-    raw: Raw, source: str, options: IngestOptions, summary: Summary, rejects: _Rejects
-) -> WhaleTransactionCreate | None:
-    if raw.skipped is not None:
-        summary.skipped[raw.skipped] += 1
-        return None
-    reason = raw.reason
-    model: WhaleTransactionCreate | None = None
-    if reason is None:
-        assert raw.fields is not None
-        fields = {"chain": options.chain.value, **raw.fields}
-        value = _decimal(fields.get("value_eth"))
-        if value is not None:
-            fields.setdefault(
-                "whale_score",
-                whale_score(value, floor_eth=options.floor_eth, ceiling_eth=options.ceiling_eth),
-            )
-            if summary.eth_usd is not None:
-                fields.setdefault("value_usd", usd(value, summary.eth_usd))
+def _take(summary: Summary, result: UpsertResult) -> None:
+    summary.inserted, summary.updated = result.inserted, result.updated
+    summary.unchanged, summary.merged_duplicates = result.unchanged, result.merged_duplicates
+    summary.retries = result.retries
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The reading's own failure (a source error, --strict, …), not the writer's wrapping."""
+    if isinstance(exc, InputFailedError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        if isinstance(cause, OSError):
+            return SourceError(f"cannot read the input: {cause.strerror or cause}")
+        return cause
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def input_size(paths: list[str]) -> int | None:
+    """Bytes of every input, when all are files (stdin has no size)."""
+    total = 0
+    for path in paths:
+        if path == "-":
+            return None
         try:
-            # A TypeAdapter skips SQLModel's model_validate wrapper, which adds nothing for a
-            # non-table schema but costs a third of the time on this per-record path.
-            model = _VALIDATE(fields)
-        except ValidationError as exc:
-            reason = _reason(exc)
-    if reason is not None:
-        summary.rejected[reason.split(":", 1)[0]] += 1
-        rejects.write(source, raw, reason)
-        if options.strict:
-            raise StrictModeError(source, raw.line, reason)
-        return None
-    assert model is not None
-    if options.min_value_eth is not None and model.value_eth < options.min_value_eth:
-        summary.filtered += 1
-        return None
-    return model
+            total += Path(path).stat().st_size
+        except OSError:
+            return None
+    return total
 
 
-def _record_failure(database: Database, run_id: Any, summary: Summary, exc: BaseException) -> None:
+class _Job:
+    """One run's reading and accounting: the row stream (caller's thread) and the writer's
+    hooks (writer thread)."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        options: IngestOptions,
+        summary: Summary,
+        rejects: _Rejects,
+        run: Run,
+        progress: Callable[[Summary], None] | None,
+        signals: list[int],
+    ) -> None:
+        self.paths = paths
+        self.options = options
+        self.summary = summary
+        self.rejects = rejects
+        self.run = run
+        self.progress = progress
+        self.signals = signals  # signals received: the reading stops at the next record
+        self.lock = threading.Lock()  # the rejected counter is shared by both threads
+        self._read = 0
+        self._filtered = 0
+
+    def sync(self) -> None:
+        """Bring the summary's read/filtered counts up to date (kept in locals while hot)."""
+        self.summary.read = self._read
+        self.summary.filtered = self._filtered
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Every valid record as a row of every WhaleTransactionCreate field (+ its origin)."""
+        options, summary = self.options, self.summary
+        validator = RowValidator(
+            WhaleTransactionCreate,
+            defaults={"chain": options.chain, "whale_score": None, "value_usd": None},
+        )
+        validate_json, validate_python = validator.validate_json, validator.validate_python
+        score = scorer(floor_eth=options.floor_eth, ceiling_eth=options.ceiling_eth)
+        price = summary.eth_usd
+        to_usd = UsdPrice(price, max_digits=_max_digits("value_usd")) if price else None
+        minimum = options.min_value_eth
+        signals = self.signals
+        done_bytes = 0
+        for path in self.paths:
+            with open_input(path) as source:
+                fmt = options.fmt or detect(path, source.head)
+                for line, payload in read(source, fmt):
+                    if signals:
+                        raise Interrupted(signals[0])
+                    self._read += 1
+                    if not self._read % _PROGRESS_EVERY:
+                        self._report(done_bytes + source.consumed)
+                    kind = type(payload)
+                    try:
+                        if kind is bytes:
+                            row = validate_json(payload)  # type: ignore[arg-type]
+                        elif kind is dict:
+                            row = validate_python(payload)
+                        else:
+                            self._problem(path, line, payload)  # type: ignore[arg-type]
+                            continue
+                    except ValidationError as exc:
+                        self._reject(path, line, _reason(exc, payload), _shown(payload))
+                        continue
+                    value = row["value_eth"]
+                    if row["whale_score"] is None:
+                        row["whale_score"] = score(value)
+                    if to_usd is not None and row["value_usd"] is None:
+                        try:
+                            row["value_usd"] = to_usd(value)
+                        except ValueError as exc:
+                            self._reject(path, line, f"value_usd: {exc}", _shown(payload))
+                            continue
+                    if minimum is not None and value < minimum:
+                        self._filtered += 1
+                        continue
+                    row[ORIGIN] = (path, line)
+                    yield row
+                done_bytes += source.size or source.consumed
+        self.sync()
+        self.summary.bytes_read = done_bytes
+
+    def _report(self, consumed: int) -> None:
+        self.sync()
+        self.summary.bytes_read = consumed
+        if self.progress is not None:
+            self.progress(self.summary)
+
+    def _problem(self, path: str, line: int, problem: Problem) -> None:
+        if problem.skipped is not None:
+            self.summary.skipped[problem.skipped] += 1
+            return
+        self._reject(path, line, problem.reason or "unusable", problem.record)
+
+    def _reject(self, path: str, line: int, reason: str, record: Any) -> None:
+        with self.lock:
+            self.summary.rejected[reason.split(":", 1)[0]] += 1
+        self.rejects.write(path, line, reason, record)
+        if self.options.strict:
+            raise StrictModeError(path, line, reason)
+
+    # -- the writer's thread -----------------------------------------------------------------
+
+    def refused(self, rejected: Rejected) -> None:
+        """A row the database refused: rejected alone, the rest of its chunk is written."""
+        row = dict(rejected.row)
+        path, line = row.pop(ORIGIN, ("?", 0))
+        self._reject(path, line, rejected.reason, row)
+
+    def checkpoint(self, connection: Connection, total: UpsertResult) -> None:
+        """Inside each chunk's transaction: the run's counts commit with its rows."""
+        counts = self.summary.counts()
+        counts["records_read"] = self._read
+        counts["records_filtered"] = self._filtered
+        counts["records_merged"] = total.merged_duplicates
+        self.run.checkpoint(connection, records_collected=total.written, counts=counts)
+
+
+def _max_digits(name: str) -> int:
+    """The precision a field's type declares (its NUMERIC column's)."""
+    field_info = WhaleTransactionCreate.model_fields[name]
+    _, metadata = unwrap(field_info.annotation)
+    for item in [*metadata, *field_info.metadata]:
+        for inner in [item, *getattr(item, "metadata", [])]:
+            digits = getattr(inner, "max_digits", None)
+            if isinstance(digits, int):
+                return digits
+    raise LookupError(f"{name} declares no max_digits")
+
+
+def _reason(exc: ValidationError, payload: Any) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    kind = first.get("type")
+    if kind == "json_invalid":
+        if isinstance(payload, bytes) and (problem := utf8_problem(payload)):
+            return problem
+        return f"json: not valid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
+    if not first.get("loc") and kind in ("dict_type", "model_type"):
+        return "json: a line must hold one JSON object"
+    return str(invalid_input(exc))
+
+
+def _shown(payload: Any) -> Any:
+    """A rejected record as the rejects file shows it."""
+    if isinstance(payload, bytes):
+        text = payload.decode("utf-8", "replace").rstrip("\r\n")
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text[:10_000]
+    return payload
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread, and are noted in the list this
+    yields: a handler that happens to run inside a finalizer cannot raise, so the reading also
+    stops at the next record once one is noted. Later signals are ignored, so the run's end is
+    recorded undisturbed (SIGKILL still stops at once: the next run tidies up)."""
+    fired: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield fired
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with database.service_session() as session:
-            CollectionRunRepository(session).finish(
-                id=run_id, succeeded=False, records_collected=summary.written, error=str(exc)
-            )
-            SystemEventRepository(session).log(
-                event_type="ingest.failed",
-                severity="error",
-                message=str(exc),
-                context={
-                    "read": summary.read,
-                    "written": summary.written,
-                    "kind": type(exc).__name__,
-                },
-            )
-    except DatabasePackageError:
-        pass  # the database itself is the failure: nothing more to record
+        yield fired
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -9,7 +9,8 @@ and 10,000 ETH 0.6667. Exact Decimal arithmetic throughout; no floats.
 from __future__ import annotations
 
 from bisect import bisect_right
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from collections.abc import Callable
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from functools import cache
 
 WEI_PER_ETH = Decimal(10) ** 18
@@ -48,6 +49,18 @@ def whale_score(
 _SCORES = [Decimal(k).scaleb(-4) for k in range(10_001)]  # 0.0000 … 1.0000
 
 
+def scorer(
+    *, floor_eth: Decimal = DEFAULT_FLOOR_ETH, ceiling_eth: Decimal = DEFAULT_CEILING_ETH
+) -> Callable[[Decimal], Decimal]:
+    """`whale_score` with its thresholds bound: the table is looked up once, not per row."""
+    steps, scores = _steps(floor_eth, ceiling_eth), _SCORES
+
+    def score(value_eth: Decimal) -> Decimal:
+        return scores[bisect_right(steps, value_eth)]
+
+    return score
+
+
 @cache
 def _steps(floor_eth: Decimal, ceiling_eth: Decimal) -> list[Decimal]:
     """steps[k-1]: the smallest value whose score rounds (half up) to k/10000, k = 1 … 10000."""
@@ -62,4 +75,29 @@ def _steps(floor_eth: Decimal, ceiling_eth: Decimal) -> list[Decimal]:
 
 
 def usd(value_eth: Decimal, eth_usd: Decimal) -> Decimal:
-    return (value_eth * eth_usd).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    """The USD value to the cent, exactly (half-even): the product is never rounded first."""
+    return _EXACT.multiply(value_eth, eth_usd).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+
+
+class UsdPrice:
+    """ETH -> USD at one price, to the cent; a value needing more than `max_digits` digits
+    (the column's precision) raises ValueError instead of failing its write."""
+
+    def __init__(self, eth_usd: Decimal, *, max_digits: int) -> None:
+        self.eth_usd = eth_usd
+        self.max_digits = max_digits
+        # quantize() signals InvalidOperation when the result needs more digits than `prec`.
+        self._limit = Context(prec=max_digits, traps=[InvalidOperation])
+
+    def __call__(self, value_eth: Decimal) -> Decimal:
+        product = _EXACT.multiply(value_eth, self.eth_usd)
+        try:
+            return product.quantize(_CENT, rounding=ROUND_HALF_EVEN, context=self._limit)
+        except InvalidOperation:
+            raise ValueError(
+                f"{value_eth} ETH at {self.eth_usd} USD needs more than {self.max_digits} digits"
+            ) from None
+
+
+#: Wide enough for any product of two column values: exact, never rounded.
+_EXACT = Context(prec=80, traps=[InvalidOperation])

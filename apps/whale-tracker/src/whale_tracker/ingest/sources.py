@@ -1,4 +1,4 @@
-"""Input formats, read as streams of raw records.
+"""Input formats, read as streams of records.
 
 * `jsonl` - one JSON object per line with the fields of `WhaleTransactionCreate`;
 * `csv` - a header row with those field names, then one transaction per row;
@@ -8,59 +8,43 @@
 
 JSON Lines and CSV are read line by line, so a file of any size streams in constant memory. An
 Etherscan body is one JSON document, and the API returns at most 10,000 transactions per call,
-so it is parsed whole. Every reader yields `Raw(line, fields)`, or `Raw(line, None, reason)`
-for a record that cannot be used.
+so it is parsed whole. Every reader yields `(line, payload)`: the line's UTF-8 bytes (JSON
+Lines: validated as they are, inside pydantic-core), a dict of fields (CSV, Etherscan), or a
+`Problem` for a record that cannot be used (or is skipped on purpose), with the reason.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
-import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from whale_tracker.ingest.inputs import (
+    MAX_LINE_BYTES,
+    Input,
+    Problem,
+    SourceError,
+    decoding_problem,
+    open_input,
+)
 from whale_tracker.ingest.scoring import wei_to_eth
 
 ETHERSCAN_NO_TRANSACTIONS = "No transactions found"
+
+Payload = bytes | dict[str, Any] | Problem
+Record = tuple[int, Payload]
+
+__all__ = ["Format", "Payload", "Problem", "Record", "SourceError", "detect", "read", "records"]
 
 
 class Format(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
     ETHERSCAN = "etherscan"
-
-
-class SourceError(Exception):
-    """The input as a whole cannot be used (an Etherscan error body, an unreadable file)."""
-
-
-@dataclass(frozen=True)
-class Raw:
-    line: int
-    fields: dict[str, Any] | None
-    reason: str | None = None
-    skipped: str | None = None  # a readable record deliberately left out, and why
-
-
-@contextmanager
-def open_input(path: str) -> Iterator[TextIO]:
-    """A file, or standard input for `-`."""
-    if path == "-":
-        yield sys.stdin
-        return
-    try:
-        handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        yield handle
 
 
 def detect(path: str, head: str) -> Format:
@@ -83,102 +67,151 @@ def detect(path: str, head: str) -> Format:
     return Format.CSV
 
 
-def read(lines: Iterable[str], fmt: Format, *, source: str) -> Iterator[Raw]:
+def read(source: Input, fmt: Format) -> Iterator[Record]:
     if fmt is Format.JSONL:
-        yield from _jsonl(lines)
-    elif fmt is Format.CSV:
-        yield from _csv(lines, source=source)
-    else:
-        yield from _etherscan(lines, source=source)
+        return _jsonl(source)
+    if fmt is Format.CSV:
+        return _csv(source)
+    return _etherscan(source)
 
 
-def records(path: str, fmt: Format | None) -> Iterator[Raw]:
+def records(path: str, fmt: Format | None = None) -> Iterator[Record]:
     """Open `path` (or stdin for `-`), work out its format unless given, stream its records."""
-    with open_input(path) as handle:
-        first = handle.readline()
-        chosen = fmt or detect(path, first)
-        yield from read(itertools.chain([first], handle), chosen, source=path)
+    with open_input(path) as source:
+        yield from read(source, fmt or detect(path, source.head))
 
 
-def _jsonl(lines: Iterable[str]) -> Iterator[Raw]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Raw(number, None, f"json: not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(record, dict):
-            yield Raw(number, None, "json: a line must hold one JSON object")
-            continue
-        yield Raw(number, record)
+def _jsonl(source: Input) -> Iterator[Record]:
+    return source.byte_lines()  # one object per line, validated as bytes; blank lines left out
 
 
-def _csv(lines: Iterable[str], *, source: str) -> Iterator[Raw]:
-    reader = csv.DictReader(lines)
-    if not reader.fieldnames:
+# -- CSV -------------------------------------------------------------------------------------
+
+
+def _csv(source: Input) -> Iterator[Record]:
+    # A cell may be as long as a line may be; longer lines are problems of their own.
+    if csv.field_size_limit() < MAX_LINE_BYTES:
+        csv.field_size_limit(MAX_LINE_BYTES)
+    problems: dict[int, str] = {}
+    reader = csv.reader(_csv_lines(source, problems))
+    try:
+        header = next(reader)
+    except StopIteration:
         return
-    if "hash" not in reader.fieldnames:
-        raise SourceError(f"{source}: the CSV header has no 'hash' column")
-    for row in reader:
+    except csv.Error as exc:
+        raise SourceError(f"{source.path}: the CSV header cannot be read ({exc})") from None
+    if problems or any(decoding_problem(name) for name in header):
+        raise SourceError(f"{source.path}: the CSV header cannot be read (encoding or length)")
+    if "hash" not in header:
+        raise SourceError(f"{source.path}: the CSV header has no 'hash' column")
+    width = len(header)
+    while True:
+        first = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, Problem(f"csv: {exc}")
+            continue
         line = reader.line_num
-        if None in row:  # more cells than header columns
-            yield Raw(line, None, "csv: more cells than the header has columns")
+        if problems:  # a line of this row was too long (read as an empty line)
+            reason = next((problems.pop(n) for n in range(first, line + 1) if n in problems), None)
+            if reason is not None:
+                yield line, Problem(reason)
+                continue
+        if not row:
+            continue  # a blank line
+        if len(row) > width:
+            yield line, Problem("csv: more cells than the header has columns", record=row)
+            continue
+        reason = next(
+            (f"encoding: {name}: {r.removeprefix('encoding: ')}"
+             for name, cell in zip(header, row, strict=False)
+             if (r := decoding_problem(cell))),
+            None,
+        )  # fmt: skip
+        if reason is not None:
+            yield line, Problem(reason, record=[c.encode("utf-8", "replace").decode() for c in row])
             continue
         # Empty cells are absent values (CSV has no null).
-        yield Raw(line, {k: v for k, v in row.items() if v not in ("", None)})
+        yield line, {k: v for k, v in zip(header, row, strict=False) if v}
 
 
-def _etherscan(lines: Iterable[str], *, source: str) -> Iterator[Raw]:
+def _csv_lines(source: Input, problems: dict[int, str]) -> Iterator[str]:
+    for number, line in source.text_lines():
+        if isinstance(line, Problem):
+            problems[number] = line.reason or "line: unusable"
+            yield "\n"
+        else:
+            yield line
+
+
+# -- Etherscan -------------------------------------------------------------------------------
+
+
+def _etherscan(source: Input) -> Iterator[Record]:
+    text = source.document()
     try:
-        body = json.loads("".join(lines))
+        body = json.loads(text)
     except ValueError as exc:
-        raise SourceError(f"{source}: not an Etherscan response body ({exc})") from None
+        raise SourceError(f"{source.path}: not an Etherscan response body ({exc})") from None
     if not isinstance(body, dict) or "result" not in body:
-        raise SourceError(f"{source}: not an Etherscan response body (no 'result')")
+        raise SourceError(f"{source.path}: not an Etherscan response body (no 'result')")
     status, message, result = str(body.get("status")), str(body.get("message", "")), body["result"]
     if status != "1":
         if message.startswith(ETHERSCAN_NO_TRANSACTIONS) or (result == [] and status == "0"):
             return  # an empty account: zero rows, not an error
         detail = result if isinstance(result, str) else message
-        raise SourceError(f"{source}: Etherscan returned an error: {message}: {detail}")
+        raise SourceError(
+            f"{source.path}: Etherscan returned an error: {_printable(message)}: "
+            f"{_printable(str(detail))}"
+        )
     if not isinstance(result, list):
-        raise SourceError(f"{source}: Etherscan 'result' is not a list")
+        raise SourceError(f"{source.path}: Etherscan 'result' is not a list")
     for index, record in enumerate(result, start=1):
-        yield _etherscan_record(index, record)
+        yield index, _etherscan_record(record)
 
 
-def _etherscan_record(index: int, record: Any) -> Raw:
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "replace").decode()[:500]
+
+
+def _etherscan_record(record: Any) -> dict[str, Any] | Problem:
     if not isinstance(record, dict):
-        return Raw(index, None, "etherscan: a result item is not an object")
+        return Problem("etherscan: a result item is not an object")
+    shown = {k: _printable(v) if isinstance(v, str) else v for k, v in record.items()}
+    reason = next(
+        (r for v in record.values() if isinstance(v, str) and (r := decoding_problem(v))), None
+    )
+    if reason is not None:
+        return Problem(reason, record=shown)
     if record.get("isError") == "1":
-        return Raw(index, None, skipped="failed on chain (isError=1)")
+        return Problem(skipped="failed on chain (isError=1)")
     missing = [
         k
         for k in ("hash", "from", "value", "gasPrice", "blockNumber", "timeStamp")
         if k not in record
     ]
     if missing:
-        return Raw(index, None, f"{missing[0]}: missing")
+        return Problem(f"{missing[0]}: missing", record=shown)
     try:
         value_eth = wei_to_eth(record["value"])
-    except ValueError:
-        return Raw(index, None, f"value: not a non-negative integer of wei ({record['value']!r})")
+    except (ValueError, TypeError):
+        return Problem(
+            f"value: not a non-negative integer of wei ({record['value']!r:.100})", record=shown
+        )
     try:
         timestamp = datetime.fromtimestamp(int(record["timeStamp"]), tz=UTC)
-    except (ValueError, OverflowError, OSError):
-        return Raw(index, None, f"timeStamp: not Unix seconds ({record['timeStamp']!r})")
-    return Raw(
-        index,
-        {
-            "hash": record["hash"],
-            "from_address": record["from"],
-            "to_address": record.get("to") or None,  # empty: a contract creation
-            "value_eth": value_eth,
-            "gas_price": record["gasPrice"],
-            "gas_used": record.get("gasUsed") or None,
-            "block_number": record["blockNumber"],
-            "block_timestamp": timestamp,
-        },
-    )
+    except (ValueError, TypeError, OverflowError, OSError):
+        return Problem(f"timeStamp: not Unix seconds ({record['timeStamp']!r:.100})", record=shown)
+    return {
+        "hash": record["hash"],
+        "from_address": record["from"],
+        "to_address": record.get("to") or None,  # empty: a contract creation
+        "value_eth": value_eth,
+        "gas_price": record["gasPrice"],
+        "gas_used": record.get("gasUsed") or None,
+        "block_number": record["blockNumber"],
+        "block_timestamp": timestamp,
+    }
