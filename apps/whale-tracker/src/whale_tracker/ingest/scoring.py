@@ -67,11 +67,20 @@ def _steps(floor_eth: Decimal, ceiling_eth: Decimal) -> list[Decimal]:
     if not Decimal(0) < floor_eth < ceiling_eth:
         raise ValueError("thresholds must satisfy 0 < floor < ceiling")
     with localcontext() as ctx:
-        ctx.prec = 40
+        # steps[k] = floor * exp((2k + 1) / 20000 * ln(ceiling / floor)): a geometric series.
+        # One exp() and 10,000 products at 60 digits (a product's rounding error stays below
+        # 1e-55 after them all), each step rounded to 40: the same table as 10,000 exp() calls
+        # at 40 digits, computed in a few milliseconds instead of a tenth of a second.
+        ctx.prec = 60
         ln_span = (ceiling_eth / floor_eth).ln()
-        return [
-            floor_eth * ((Decimal(2 * k - 1) / 20_000) * ln_span).exp() for k in range(1, 10_001)
-        ]
+        ratio = (ln_span / 10_000).exp()
+        step = floor_eth * (ln_span / 20_000).exp()
+        exact = []
+        for _ in range(10_000):
+            exact.append(step)
+            step *= ratio
+        ctx.prec = 40
+        return [+value for value in exact]  # unary plus rounds to the context's precision
 
 
 def usd(value_eth: Decimal, eth_usd: Decimal) -> Decimal:

@@ -28,9 +28,10 @@ FIRST_CHUNK = 1_000
 class Chunk:
     start: int  # input position of the chunk's first row
     inputs: list[Any]  # the rows as given (rejects name them)
-    built: list[tuple[Any, ...]]  # COPY tuples of the valid rows, in input order
+    built: list[tuple[Any, ...]]  # the valid rows' values, in input order
     positions: list[int]  # input position of each built tuple
-    rows: list[tuple[Any, ...]]  # `built` sorted by key, one per key (the last one wins)
+    ordered: list[tuple[Any, ...]]  # `built` sorted by key, one per key (the last one wins)
+    rows: list[tuple[Any, ...]]  # `ordered` as complete COPY tuples (generated ids in front)
     invalid: list[Rejected]
     _index: dict[int, int] | None = None
 
@@ -39,8 +40,13 @@ class Chunk:
         return len(self.built) - len(self.rows)
 
     def rejected(self, row: tuple[Any, ...], error: InvalidInputError | ConflictError) -> Rejected:
+        """`row` (one of `rows`) as the input row it came from."""
         if self._index is None:  # only on the failure path: which input a tuple came from
-            self._index = {id(built): i for i, built in enumerate(self.built)}
+            where = {id(built): i for i, built in enumerate(self.built)}
+            self._index = {
+                id(complete): where[id(bare)]
+                for complete, bare in zip(self.rows, self.ordered, strict=True)
+            }
         position = self.positions[self._index[id(row)]]
         return Rejected(position=position, row=self.inputs[position - self.start], error=error)
 
@@ -76,27 +82,39 @@ class Feed:
         self.read = 0
         self.build = plan.builder()
         self.validator = _validator(plan.schema)
-        positions = plan.key_positions()
-        self.key = operator.itemgetter(*positions)
+        positions = plan.bare_key_positions()
+        self.key = operator.itemgetter(*positions) if positions else None
 
     def chunks(self) -> Iterator[Chunk]:
         size = min(FIRST_CHUNK, self.chunk_size)
         while True:
-            try:
-                batch = list(itertools.islice(self.rows, size))
-            except Exception as exc:  # the caller's iterator failed: say how far we got
-                raise InputIteratorError(exc) from exc
-            if not batch:
+            with _gc_paused():  # the caller's iterator too: it builds the rows
+                try:
+                    batch = list(itertools.islice(self.rows, size))
+                except Exception as exc:  # the caller's iterator failed: say how far we got
+                    raise InputIteratorError(exc) from exc
+                chunk = self._chunk(batch) if batch else None
+            if chunk is None:
                 return
-            with _gc_paused():
-                chunk = self._chunk(batch)
             yield chunk
             size = min(size * 2, self.chunk_size)
 
     def _chunk(self, batch: list[Any]) -> Chunk:
         start = self.read
         self.read += len(batch)
-        built: list[tuple[Any, ...]] = []
+        built = self._built(batch)
+        if built is not None:  # every row valid: positions are the input's
+            ordered = self._ordered(built)
+            return Chunk(
+                start=start,
+                inputs=batch,
+                built=built,
+                positions=list(range(start, start + len(batch))),
+                ordered=ordered,
+                rows=self.plan.complete(ordered),
+                invalid=[],
+            )
+        built = []
         positions: list[int] = []
         invalid: list[Rejected] = []
         build, schema = self.build, self.plan.schema
@@ -123,19 +141,38 @@ class Feed:
                     continue
             built.append(build(values))
             positions.append(start + offset)
+        ordered = self._ordered(built)
         return Chunk(
             start=start,
             inputs=batch,
             built=built,
             positions=positions,
-            rows=self._ordered(built),
+            ordered=ordered,
+            rows=self.plan.complete(ordered),
             invalid=invalid,
         )
+
+    def _built(self, batch: list[Any]) -> list[tuple[Any, ...]] | None:
+        """COPY tuples of the whole batch in one go when it is all valid (the common case: one
+        validator call for the batch, no per-row bookkeeping); None sends it row by row."""
+        build = self.build
+        try:
+            if self.prevalidated:
+                return list(map(build, batch))  # mappings, as the caller promised
+            if all(isinstance(row, self.plan.schema) for row in batch):
+                return [build(row.__dict__) for row in batch]
+            if any(isinstance(row, BaseModel) for row in batch):
+                return None
+            return list(map(build, self.validator.validate_many(batch)))
+        except (ValidationError, TypeError, KeyError):
+            return None  # some row is not what it should be: the slow path says which
 
     def _ordered(self, built: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Sorted by key (stable: among equal keys, input order); with `dedupe`, the last of
         each key only (one merge statement may not touch a row twice)."""
         key = self.key
+        if key is None:
+            return built
         try:
             ordered = sorted(built, key=key)
         except TypeError:  # a NULL in a key column: NULLs last, as PostgreSQL sorts them

@@ -37,18 +37,24 @@ class CopyPlan:
     extra: tuple[tuple[str, Any], ...] = ()
 
     def key_positions(self) -> tuple[int, ...]:
+        """Where the key is in a complete COPY tuple."""
         return tuple(self.columns.index(k) for k in self.key)
 
+    def bare_key_positions(self) -> tuple[int, ...]:
+        """Where the key is in a tuple from `builder` (generated columns not yet there); empty
+        when the key is generated here (fresh ids: nothing to sort by, nothing to conflict)."""
+        skip = len(self.generated)
+        positions = tuple(p - skip for p in self.key_positions())
+        return () if any(p < 0 for p in positions) else positions
+
     def builder(self) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-        """Row (a dict of every field) -> COPY tuple. Hot (millions of rows): one C-level
-        itemgetter per row; only JSON columns and generated ids cost Python work."""
+        """Row (a dict of every field) -> its fields' and extra columns' values. Hot (millions
+        of rows): one C-level itemgetter per row; only JSON columns cost Python work."""
         get = operator.itemgetter(*self.fields)
         convert = [(i, c) for i, c in enumerate(self.converters) if c is not None]
-        makers = [make for _, make in self.generated]
         extra = tuple(v for _, v in self.extra)
-        if len(self.fields) > 1 and not convert and not extra and len(makers) == 1:
-            (make,) = makers  # the common case: a generated id and plain columns
-            return lambda row: (make(), *get(row))
+        if len(self.fields) > 1 and not convert and not extra:
+            return get  # the common case: plain columns, the getter's tuple as it is
         single = len(self.fields) == 1
 
         def build(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -57,9 +63,24 @@ class CopyPlan:
             for i, conv in convert:
                 if values[i] is not None:
                     values[i] = conv(values[i])
-            return (*[make() for make in makers], *values, *extra)
+            return (*values, *extra)
 
         return build
+
+    def complete(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """`rows` (built, in the order they will be written) with their generated columns in
+        front. Time-ordered ids are handed out in ascending order along the rows, so the
+        primary key's index (and the created_at, id one) grow at their right edge."""
+        if not self.generated:
+            return rows
+        if len(self.generated) == 1:
+            (_, make), count = self.generated[0], len(rows)
+            ids = [make() for _ in range(count)]
+            if make is uuid7_hex:
+                ids.sort()  # fixed-width lower-case hex: text order is time order
+            return [(i, *row) for i, row in zip(ids, rows, strict=True)]
+        makers = [make for _, make in self.generated]
+        return [(*[make() for make in makers], *row) for row in rows]
 
 
 def _jsonable(value: Any) -> Jsonb:

@@ -38,6 +38,7 @@ class RowValidator:
             raise ValueError(f"{schema.__name__} has no field {sorted(unknown)[0]!r}")
         core = _typed_dict_schema(schema, self.defaults)
         self._validator = SchemaValidator(core) if core is not None else None
+        self._many = SchemaValidator(cs.list_schema(core)) if core is not None else None
         self._adapter: TypeAdapter[Any] | None = None
         if core is None:
             self._adapter = TypeAdapter(schema)
@@ -52,6 +53,12 @@ class RowValidator:
         if self._validator is not None:
             return self._validator.validate_python(data)  # type: ignore[no-any-return]
         return self._from_model(data, json=False)
+
+    def validate_many(self, rows: list[Any]) -> list[dict[str, Any]]:
+        """A list of rows in one call (an error's location starts with the row's index)."""
+        if self._many is not None:
+            return self._many.validate_python(rows)  # type: ignore[no-any-return]
+        return [self._from_model(row, json=False) for row in rows]
 
     def validate_json(self, data: bytes | str) -> dict[str, Any]:
         if self._validator is not None:
