@@ -27,7 +27,9 @@ def main() -> int:
     print(HEADER)
     with fresh_database() as url:
         repeat = 1 if quick else 3  # full runs report the median of three
-        db_bench.bulk_whales(report, url, 20_000 if quick else 100_000, repeat)
+        db_bench.bulk_whales(
+            report, url, 20_000 if quick else 100_000, repeat, peers=10_000 if quick else None
+        )
         n = 100_000 if quick else 1_000_000
         growth = [10_000, 30_000, n] if quick else [10_000, 100_000, n]
         db_bench.bulk_ohlcv(report, url, n, growth, repeat)
@@ -39,10 +41,10 @@ def main() -> int:
             runs=50 if quick else 200,
         )
         db_bench.rls_read(
-            report, url, users=250 if quick else 1000, per_user=200, runs=20 if quick else 50
+            report, url, users=250 if quick else 1000, per_user=100, runs=20 if quick else 50
         )
         with tempfile.TemporaryDirectory() as workdir:
-            wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir))
+            wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir), repeat)
         wt_bench.api_latency(report, url, clients=4, requests_each=50 if quick else 250)
         alert_bench.evaluation(
             report, url, transactions=10_000 if quick else 100_000, rules=200 if quick else 1_000
