@@ -48,6 +48,7 @@ def main() -> int:
             report, url, transactions=10_000 if quick else 100_000, rules=200 if quick else 1_000
         )
         alert_bench.notify_delay(report, url, samples=10 if quick else 40)
+        alert_bench.json_checks(report, url, rows=2_000 if quick else 10_000)
     path = report.write()
     missed = [r for r in report.results if r.met is False]
     print(f"\n{len(report.results)} figures in {time.perf_counter() - started:.0f} s -> {path}")

@@ -127,3 +127,94 @@ def notify_delay(report: Report, url: URL, *, samples: int) -> None:
     report.add(Result(g, "insert -> alert event p50 (NOTIFY)", round(p50, 1), "ms",
                       note="includes the evaluator's 250 ms safety margin"))  # fmt: skip
     report.add(Result(g, "insert -> alert event p95 (NOTIFY)", round(p95, 1), "ms"))
+
+
+def json_checks(report: Report, url: URL, *, rows: int) -> None:
+    """What the database's validation of rule documents costs: inserting the same rules into
+    `alerts` with its JSON validators (conditions and channels CHECKs) and without them (the
+    benchmark database is thrown away afterwards), and into a bare copy of the table with no
+    constraints, indexes or triggers at all, for scale."""
+    g = "alerts"
+    truncate(url, "alerts")
+    rng = random.Random(5)
+    with connect(url) as conn:
+        users = [
+            row[0]
+            for row in conn.execute(
+                "insert into auth.users (id) select gen_random_uuid()"
+                " from generate_series(1, %s) returning id",
+                (max(1, rows // 50),),
+            )
+        ]
+        conn.execute("drop table if exists bench_alerts_bare")
+        conn.execute("create table bench_alerts_bare (like alerts including defaults)")
+        conn.commit()
+    batch = []
+    for i in range(rows):
+        conditions = {
+            "alert_type": "whale_transaction",
+            "min_value_eth": str(rng.choice((100, 1_000, 10_000))),
+            "addresses": ["0x" + f"{rng.getrandbits(160):040x}" for _ in range(rng.randint(0, 5))],
+            "chain": "ethereum",
+        }
+        channels = [{"type": "in_app"}]
+        if i % 3 == 0:
+            channels.append({"type": "webhook", "url": f"https://hooks.example.com/r/{i}"})
+        batch.append(
+            (users[i % len(users)], f"rule {i}", "whale_transaction",
+             psycopg.types.json.Jsonb(conditions), psycopg.types.json.Jsonb(channels))
+        )  # fmt: skip
+
+    def insert(table: str) -> float:
+        sql = (
+            f"insert into {table} (user_id, name, alert_type, conditions, channels)"
+            " values (%s, %s, %s, %s, %s)"
+        )
+        best = float("inf")
+        for _ in range(3):
+            with connect(url) as conn:
+                conn.execute(f"truncate {table} cascade")
+                conn.commit()
+                started = time.perf_counter()
+                with conn.cursor() as cur:
+                    cur.executemany(sql, batch)
+                conn.commit()
+                best = min(best, time.perf_counter() - started)
+        return best
+
+    bare = insert("bench_alerts_bare")
+    checked = insert("alerts")
+    with connect(url) as conn:
+        conn.execute("alter table alerts drop constraint ck_alerts_conditions_valid")
+        conn.execute("alter table alerts drop constraint ck_alerts_channels_valid")
+        conn.commit()
+    unchecked = insert("alerts")
+    base = report.rate(g, "insert rules, without the JSON CHECKs (baseline)", rows, unchecked)
+    report.rate(
+        g,
+        "insert rules, JSON documents validated",
+        rows,
+        checked,
+        baseline=base,
+        note="conditions + channels validators; best of 3",
+    )
+    report.rate(
+        g,
+        "insert rules into a bare copy (no rules, no triggers)",
+        rows,
+        bare,
+        note="for scale: what every constraint, index and trigger costs together",
+    )
+    with connect(url) as conn:
+        conn.execute("drop table bench_alerts_bare")
+        conn.execute("truncate alerts cascade")
+        # Put the CHECKs back (NOT VALID skips a scan of the empty table's nothing).
+        conn.execute(
+            "alter table alerts add constraint ck_alerts_conditions_valid"
+            " check (private.valid_alert_conditions(conditions))"
+        )
+        conn.execute(
+            "alter table alerts add constraint ck_alerts_channels_valid"
+            " check (private.valid_alert_channels(channels))"
+        )
+        conn.commit()

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from database.errors import invalid_input
 from database.schema.registry import SCHEMAS
+from database.schema.rules import FieldRules
 from database_tools.factories import FACTORIES
 
 
@@ -485,3 +487,44 @@ def test_every_table_has_factory_schemas_and_rules() -> None:
     assert set(FACTORIES) == set(SCHEMAS)
     assert {t for t, *_ in SCHEMA_RULES} == set(SCHEMAS)
     assert {t for t, *_ in DATABASE_RULES} == set(SCHEMAS)
+
+
+UPDATABLE = [
+    (name, field)
+    for name, schemas in sorted(SCHEMAS.items())
+    if schemas.update is not None
+    for field in schemas.update.model_fields
+]
+
+
+@pytest.mark.parametrize(("table", "field"), UPDATABLE)
+def test_a_patch_refuses_null_exactly_where_the_column_cannot_hold_it(
+    table: str, field: str
+) -> None:
+    schemas = SCHEMAS[table]
+    assert schemas.update is not None
+    column = sa_inspect(schemas.table).column_attrs[field].columns[0]
+    if column.nullable:
+        patch = schemas.update.model_validate({field: None})
+        assert patch.model_dump(exclude_unset=True) == {field: None}
+    else:
+        with pytest.raises(ValidationError) as caught:
+            schemas.update.model_validate({field: None})
+        assert caught.value.errors()[0]["loc"][0] == field
+    assert schemas.update.model_validate({}).model_dump(exclude_unset=True) == {}
+
+
+def test_integer_fields_carry_their_columns_bounds() -> None:
+    """Every integer a Create schema takes is bounded to its column's SQL type, so an
+    out-of-range value is a validation error naming the field, not a failed write."""
+    limits = {"SMALLINT": 2**15 - 1, "INTEGER": 2**31 - 1, "BIGINT": 2**63 - 1}
+    for schemas in SCHEMAS.values():
+        columns = {a.key: a.columns[0] for a in sa_inspect(schemas.table).column_attrs}
+        for name, field in schemas.create.model_fields.items():
+            column = columns.get(name)
+            kind = str(column.type) if column is not None else ""
+            if kind not in limits:
+                continue
+            rules = FieldRules(field.annotation, list(field.metadata))
+            assert rules.le is not None and rules.le <= limits[kind], (schemas.name, name)
+            assert rules.ge is not None and rules.ge >= -limits[kind] - 1, (schemas.name, name)

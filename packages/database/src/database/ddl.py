@@ -134,39 +134,37 @@ end
     ),
 )
 
+
 # Quotas, race-free: the owner's rows are counted under a transaction-scoped advisory lock on
-# (table, owner), so concurrent inserts for one owner queue up and each sees the others.
-# Arguments: owner column, limit, what the rows are called, singular and plural (the message).
-_ENFORCE_QUOTA = Function(
-    "private.enforce_quota",
-    "private.enforce_quota()",
-    _sql_function(
-        "private.enforce_quota",
-        "",
-        "trigger",
-        f"""
-declare
-  owner text := to_jsonb(new) ->> tg_argv[0];
-  used bigint;
+# (table, owner), so concurrent inserts for one owner queue up and each sees the others. One
+# function per table, with its query written out: a cached plan, not dynamic SQL per row.
+def _quota_function(table: str, owner: str, limit: int, noun: tuple[str, str]) -> Function:
+    name = f"private.enforce_{table}_quota"
+    singular, plural = noun
+    body = f"""
 begin
-  if tg_op = 'UPDATE' and (to_jsonb(old) ->> tg_argv[0]) is not distinct from owner then
-    return new;
-  end if;
-  perform pg_advisory_xact_lock(hashtextextended(tg_table_name || ':' || owner, 0));
-  execute format('select count(*) from %I.%I where %I = $1::uuid',
-                 tg_table_schema, tg_table_name, tg_argv[0])
-    into used using owner;
-  if used >= tg_argv[1]::bigint then
-    raise exception '% limit reached: at most % % per user', tg_argv[2], tg_argv[1], tg_argv[3]
-      using errcode = '{QUOTA_SQLSTATE}', table = tg_table_name, column = tg_argv[0];
+  perform pg_advisory_xact_lock(hashtextextended('{table}:' || new.{owner}::text, 0));
+  if (select count(*) from public.{table} where {owner} = new.{owner}) >= {limit} then
+    raise exception '{singular} limit reached: at most {limit} {plural} per user'
+      using errcode = '{QUOTA_SQLSTATE}', table = '{table}', column = '{owner}';
   end if;
   return new;
 end
-""",
-        definer=True,
-        language="plpgsql",
-    ),
-)
+"""
+    create = _sql_function(name, "", "trigger", body, definer=True, language="plpgsql")
+    return Function(name, f"{name}()", create)
+
+
+def _quotas() -> list[tuple[sa.Table, Function]]:
+    found = []
+    for table in metadata.sorted_tables:
+        limit = table.info.get("quota")
+        if limit is not None:
+            noun = tuple(table.info.get("quota_noun", ("row", "rows")))
+            function = _quota_function(table.name, table.info["owner"], limit, noun)
+            found.append((table, function))
+    return found
+
 
 # A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
 # loses it; 256 bits from the server's strong random source (two v4 UUIDs' worth of hex).
@@ -263,7 +261,7 @@ def declared_functions() -> tuple[Function, ...]:
         _UUID_V7,
         _SET_UPDATED_AT,
         _NOTIFY_WHALES,
-        _ENFORCE_QUOTA,
+        *(function for _, function in _quotas()),
         *_document_functions(),
         _SYNC_WEBHOOK_SECRET,
         _WEBHOOK_SECRET,
@@ -290,17 +288,19 @@ def declared_triggers() -> tuple[Trigger, ...]:
                     " for each row execute function private.set_updated_at()",
                 )
             )
-        quota = table.info.get("quota")
-        if quota is not None:
-            owner = table.info["owner"]
-            singular, plural = table.info.get("quota_noun", ("row", "rows"))
+    for table, function in _quotas():
+        t, owner = table.name, table.info["owner"]
+        for event, when in (
+            ("insert", "true"),
+            (f"update of {owner}", f"old.{owner} is distinct from new.{owner}"),
+        ):
+            kind = event.split()[0]
             triggers.append(
                 Trigger(
-                    f"{t}_quota",
+                    f"{t}_quota_{kind}",
                     t,
-                    f"create trigger {t}_quota before insert or update of {owner} on public.{t}"
-                    f" for each row execute function private.enforce_quota('{owner}',"
-                    f" '{quota}', '{singular}', '{plural}')",
+                    f"create trigger {t}_quota_{kind} before {event} on public.{t}"
+                    f" for each row when ({when}) execute function {function.signature}",
                 )
             )
     triggers.append(
@@ -311,12 +311,24 @@ def declared_triggers() -> tuple[Trigger, ...]:
             " for each statement execute function private.notify_whale_transactions()",
         )
     )
+    # Only rules that have (or change) webhook channels pay for the secret's bookkeeping.
+    webhook = """new.channels @> '[{"type": "webhook"}]'"""
     triggers.append(
         Trigger(
-            "alerts_webhook_secret",
+            "alerts_webhook_secret_insert",
             "alerts",
-            "create trigger alerts_webhook_secret after insert or update of channels"
-            " on public.alerts for each row execute function private.sync_webhook_secret()",
+            "create trigger alerts_webhook_secret_insert after insert on public.alerts"
+            f" for each row when ({webhook})"
+            " execute function private.sync_webhook_secret()",
+        )
+    )
+    triggers.append(
+        Trigger(
+            "alerts_webhook_secret_update",
+            "alerts",
+            "create trigger alerts_webhook_secret_update after update of channels on public.alerts"
+            " for each row when (old.channels is distinct from new.channels)"
+            " execute function private.sync_webhook_secret()",
         )
     )
     return tuple(triggers)

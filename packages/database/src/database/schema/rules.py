@@ -165,10 +165,11 @@ def unwrap(annotation: Any) -> tuple[Any, list[Any]]:
             return annotation, metadata
 
 
-def _flatten(metadata: list[Any]) -> Iterator[Any]:
+def flatten(metadata: list[Any]) -> Iterator[Any]:
+    """Metadata items one by one, through Field(...) and grouped constraints."""
     for item in metadata:
         if isinstance(item, FieldInfo):  # Field(...) inside an Annotated type
-            yield from _flatten(list(item.metadata))
+            yield from flatten(list(item.metadata))
         elif isinstance(item, at.GroupedMetadata) and not isinstance(item, StringConstraints):
             yield from item
         else:
@@ -189,7 +190,7 @@ class FieldRules:
         self.max_length: int | None = None
         self.pattern: str | None = None
         self.lower = self.upper = self.strip = False
-        for item in _flatten([*inner, *metadata]):
+        for item in flatten([*inner, *metadata]):
             self._read(item)
 
     def _read(self, item: Any) -> None:

@@ -4,7 +4,7 @@ of the users' reach, column grants for user-owned tables, ids from private.uuid_
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-01 07:45:52.480722
+Create Date: 2026-12-01 07:59:49.368592
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ from alembic import op
 
 from database.migrations.steps import validate_constraints
 
-revision: str = "3763dfc8f066"
+revision: str = "d3da7aa7686a"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -43,17 +43,62 @@ def upgrade() -> None:
         "create or replace function private.notify_whale_transactions() returns trigger\nlanguage plpgsql volatile set search_path = '' as $$\nbegin\n  perform pg_notify('whale_transactions', tg_op);\n  return null;\nend\n$$"
     )
     op.execute("revoke all on function private.notify_whale_transactions() from public")
-    # function private.enforce_quota(): missing
+    # function private.enforce_alerts_quota(): missing
     op.execute(
-        "create or replace function private.enforce_quota() returns trigger\nlanguage plpgsql volatile security definer set search_path = '' as $$\ndeclare\n  owner text := to_jsonb(new) ->> tg_argv[0];\n  used bigint;\nbegin\n  if tg_op = 'UPDATE' and (to_jsonb(old) ->> tg_argv[0]) is not distinct from owner then\n    return new;\n  end if;\n  perform pg_advisory_xact_lock(hashtextextended(tg_table_name || ':' || owner, 0));\n  execute format('select count(*) from %I.%I where %I = $1::uuid',\n                 tg_table_schema, tg_table_name, tg_argv[0])\n    into used using owner;\n  if used >= tg_argv[1]::bigint then\n    raise exception '% limit reached: at most % % per user', tg_argv[2], tg_argv[1], tg_argv[3]\n      using errcode = '23Q01', table = tg_table_name, column = tg_argv[0];\n  end if;\n  return new;\nend\n$$"
+        "create or replace function private.enforce_alerts_quota() returns trigger\nlanguage plpgsql volatile security definer set search_path = '' as $$\nbegin\n  perform pg_advisory_xact_lock(hashtextextended('alerts:' || new.user_id::text, 0));\n  if (select count(*) from public.alerts where user_id = new.user_id) >= 100 then\n    raise exception 'rule limit reached: at most 100 rules per user'\n      using errcode = '23Q01', table = 'alerts', column = 'user_id';\n  end if;\n  return new;\nend\n$$"
     )
-    op.execute("revoke all on function private.enforce_quota() from public")
+    op.execute("revoke all on function private.enforce_alerts_quota() from public")
+    # function private.enforce_watchlist_entries_quota(): missing
+    op.execute(
+        "create or replace function private.enforce_watchlist_entries_quota() returns trigger\nlanguage plpgsql volatile security definer set search_path = '' as $$\nbegin\n  perform pg_advisory_xact_lock(hashtextextended('watchlist_entries:' || new.user_id::text, 0));\n  if (select count(*) from public.watchlist_entries where user_id = new.user_id) >= 1000 then\n    raise exception 'watchlist limit reached: at most 1000 watchlist entries per user'\n      using errcode = '23Q01', table = 'watchlist_entries', column = 'user_id';\n  end if;\n  return new;\nend\n$$"
+    )
+    op.execute("revoke all on function private.enforce_watchlist_entries_quota() from public")
     # function private.doc_number(jsonb): missing
     op.execute(
         "create or replace function private.doc_number(v jsonb) returns numeric\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select case jsonb_typeof(v)\n    when 'number' then case\n      when abs(v::text::numeric) >= 1.7976931348623157e308 then null\n      when abs(v::text::numeric) <= 2.4703282292062327e-324 then 0::numeric\n      else ((v::text)::float8)::text::numeric end\n    when 'string' then case\n      when (v #>> '{}') ~ '^-?[0-9]+(\\.[0-9]+)?$' then (v #>> '{}')::numeric end\n  end\n$$"
     )
     op.execute("revoke all on function private.doc_number(jsonb) from public")
     op.execute("grant execute on function private.doc_number(jsonb) to authenticated, service_role")
+    # function private.doc_whale_transaction_conditions(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_whale_transaction_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'min_value_eth', 'min_value_usd', 'addresses', 'chain', 'min_whale_score'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('whale_transaction'), false) else false end))\n    and (not v ? 'min_value_eth' or ((v -> 'min_value_eth') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_value_eth')) is not null, false) and coalesce(private.doc_number((v -> 'min_value_eth')) >= 0, false) and coalesce(private.doc_number((v -> 'min_value_eth')) <= 1000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_value_eth')))) <= 18, false))))\n    and (not v ? 'min_value_usd' or ((v -> 'min_value_usd') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_value_usd')) is not null, false) and coalesce(private.doc_number((v -> 'min_value_usd')) >= 0, false) and coalesce(private.doc_number((v -> 'min_value_usd')) <= 1000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_value_usd')))) <= 2, false))))\n    and (not v ? 'addresses' or (case when jsonb_typeof((v -> 'addresses')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'addresses')) as e where not (case when jsonb_typeof(e) = 'string' then coalesce((e #>> '{}') ~ '^0x[0-9a-f]{40}$', false) else false end)) and jsonb_array_length((v -> 'addresses')) <= 100, false) else false end))\n    and (not v ? 'chain' or ((v -> 'chain') = 'null'::jsonb or (case when jsonb_typeof((v -> 'chain')) = 'string' then coalesce(((v -> 'chain') #>> '{}') in ('ethereum', 'arbitrum', 'optimism', 'base', 'polygon'), false) else false end)))\n    and (not v ? 'min_whale_score' or ((v -> 'min_whale_score') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_whale_score')) is not null, false) and coalesce(private.doc_number((v -> 'min_whale_score')) >= 0, false) and coalesce(private.doc_number((v -> 'min_whale_score')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_whale_score')))) <= 4, false))))\n    and (coalesce(v -> 'min_value_eth', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'min_value_usd', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'addresses', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'chain', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'min_whale_score', 'null') not in ('null'::jsonb, '[]'::jsonb)), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_whale_transaction_conditions(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_whale_transaction_conditions(jsonb) to authenticated, service_role"
+    )
+    # function private.doc_price_level_conditions(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_price_level_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'symbol', 'exchange', 'direction', 'price'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('price_level'), false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (not v ? 'exchange' or ((v -> 'exchange') = 'null'::jsonb or (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end)))\n    and (v ? 'direction' and (case when jsonb_typeof((v -> 'direction')) = 'string' then coalesce(((v -> 'direction') #>> '{}') in ('above', 'below'), false) else false end))\n    and (v ? 'price' and (coalesce(private.doc_number((v -> 'price')) is not null, false) and coalesce(private.doc_number((v -> 'price')) > 0, false) and coalesce(private.doc_number((v -> 'price')) <= 100000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'price')))) <= 18, false))), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_price_level_conditions(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_price_level_conditions(jsonb) to authenticated, service_role"
+    )
+    # function private.doc_liquidity_zone_conditions(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_liquidity_zone_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'symbol', 'exchange', 'side', 'min_strength'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('liquidity_zone'), false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (not v ? 'exchange' or ((v -> 'exchange') = 'null'::jsonb or (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end)))\n    and (not v ? 'side' or ((v -> 'side') = 'null'::jsonb or (case when jsonb_typeof((v -> 'side')) = 'string' then coalesce(((v -> 'side') #>> '{}') in ('bid', 'ask'), false) else false end)))\n    and (not v ? 'min_strength' or ((v -> 'min_strength') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_strength')) is not null, false) and coalesce(private.doc_number((v -> 'min_strength')) >= 0, false) and coalesce(private.doc_number((v -> 'min_strength')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_strength')))) <= 4, false)))), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_liquidity_zone_conditions(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_liquidity_zone_conditions(jsonb) to authenticated, service_role"
+    )
+    # function private.doc_smc_pattern_conditions(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_smc_pattern_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'symbol', 'exchange', 'pattern_types', 'time_frames', 'min_confidence'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('smc_pattern'), false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (not v ? 'exchange' or ((v -> 'exchange') = 'null'::jsonb or (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end)))\n    and (v ? 'pattern_types' and (case when jsonb_typeof((v -> 'pattern_types')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'pattern_types')) as e where not (case when jsonb_typeof(e) = 'string' then coalesce((e #>> '{}') in ('order_block', 'fair_value_gap', 'break_of_structure', 'change_of_character', 'liquidity_sweep'), false) else false end)) and jsonb_array_length((v -> 'pattern_types')) >= 1 and jsonb_array_length((v -> 'pattern_types')) <= 5, false) else false end))\n    and (not v ? 'time_frames' or (case when jsonb_typeof((v -> 'time_frames')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'time_frames')) as e where not (case when jsonb_typeof(e) = 'string' then coalesce((e #>> '{}') in ('1m', '5m', '15m', '1h', '4h', '1d', '1w'), false) else false end)) and jsonb_array_length((v -> 'time_frames')) <= 7, false) else false end))\n    and (not v ? 'min_confidence' or ((v -> 'min_confidence') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_confidence')) is not null, false) and coalesce(private.doc_number((v -> 'min_confidence')) >= 0, false) and coalesce(private.doc_number((v -> 'min_confidence')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_confidence')))) <= 4, false)))), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_smc_pattern_conditions(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_smc_pattern_conditions(jsonb) to authenticated, service_role"
+    )
+    # function private.valid_alert_conditions(jsonb): missing
+    op.execute(
+        "create or replace function private.valid_alert_conditions(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(doc) = 'object' then coalesce(case doc ->> 'alert_type' when 'whale_transaction' then private.doc_whale_transaction_conditions(doc) when 'price_level' then private.doc_price_level_conditions(doc) when 'liquidity_zone' then private.doc_liquidity_zone_conditions(doc) when 'smc_pattern' then private.doc_smc_pattern_conditions(doc) else false end, false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.valid_alert_conditions(jsonb) from public")
+    op.execute(
+        "grant execute on function private.valid_alert_conditions(jsonb) to authenticated, service_role"
+    )
     # function private.doc_in_app_channel(jsonb): missing
     op.execute(
         "create or replace function private.doc_in_app_channel(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('type'))\n    and (not v ? 'type' or (case when jsonb_typeof((v -> 'type')) = 'string' then coalesce(((v -> 'type') #>> '{}') in ('in_app'), false) else false end)), false) else false end)\n$$"
@@ -77,46 +122,6 @@ def upgrade() -> None:
     op.execute("revoke all on function private.valid_alert_channels(jsonb) from public")
     op.execute(
         "grant execute on function private.valid_alert_channels(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_whale_transaction_conditions(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_whale_transaction_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'min_value_eth', 'min_value_usd', 'addresses', 'chain', 'min_whale_score'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('whale_transaction'), false) else false end))\n    and (not v ? 'min_value_eth' or ((v -> 'min_value_eth') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_value_eth')) is not null, false) and coalesce(private.doc_number((v -> 'min_value_eth')) >= 0, false) and coalesce(private.doc_number((v -> 'min_value_eth')) <= 1000000000000, false))))\n    and (not v ? 'min_value_usd' or ((v -> 'min_value_usd') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_value_usd')) is not null, false) and coalesce(private.doc_number((v -> 'min_value_usd')) >= 0, false) and coalesce(private.doc_number((v -> 'min_value_usd')) <= 1000000000000000, false))))\n    and (not v ? 'addresses' or (case when jsonb_typeof((v -> 'addresses')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'addresses')) as e where not (case when jsonb_typeof(e) = 'string' then coalesce((e #>> '{}') ~ '^0x[0-9a-f]{40}$', false) else false end)) and jsonb_array_length((v -> 'addresses')) <= 100, false) else false end))\n    and (not v ? 'chain' or ((v -> 'chain') = 'null'::jsonb or (case when jsonb_typeof((v -> 'chain')) = 'string' then coalesce(((v -> 'chain') #>> '{}') in ('ethereum', 'arbitrum', 'optimism', 'base', 'polygon'), false) else false end)))\n    and (not v ? 'min_whale_score' or ((v -> 'min_whale_score') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_whale_score')) is not null, false) and coalesce(private.doc_number((v -> 'min_whale_score')) >= 0, false) and coalesce(private.doc_number((v -> 'min_whale_score')) <= 1, false))))\n    and (coalesce(v -> 'min_value_eth', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'min_value_usd', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'addresses', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'chain', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'min_whale_score', 'null') not in ('null'::jsonb, '[]'::jsonb)), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_whale_transaction_conditions(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_whale_transaction_conditions(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_price_level_conditions(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_price_level_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'symbol', 'exchange', 'direction', 'price'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('price_level'), false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (not v ? 'exchange' or ((v -> 'exchange') = 'null'::jsonb or (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end)))\n    and (v ? 'direction' and (case when jsonb_typeof((v -> 'direction')) = 'string' then coalesce(((v -> 'direction') #>> '{}') in ('above', 'below'), false) else false end))\n    and (v ? 'price' and (coalesce(private.doc_number((v -> 'price')) is not null, false) and coalesce(private.doc_number((v -> 'price')) > 0, false) and coalesce(private.doc_number((v -> 'price')) <= 100000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'price')))) <= 18, false))), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_price_level_conditions(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_price_level_conditions(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_liquidity_zone_conditions(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_liquidity_zone_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'symbol', 'exchange', 'side', 'min_strength'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('liquidity_zone'), false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (not v ? 'exchange' or ((v -> 'exchange') = 'null'::jsonb or (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end)))\n    and (not v ? 'side' or ((v -> 'side') = 'null'::jsonb or (case when jsonb_typeof((v -> 'side')) = 'string' then coalesce(((v -> 'side') #>> '{}') in ('bid', 'ask'), false) else false end)))\n    and (not v ? 'min_strength' or ((v -> 'min_strength') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_strength')) is not null, false) and coalesce(private.doc_number((v -> 'min_strength')) >= 0, false) and coalesce(private.doc_number((v -> 'min_strength')) <= 1, false)))), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_liquidity_zone_conditions(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_liquidity_zone_conditions(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_smc_pattern_conditions(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_smc_pattern_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'symbol', 'exchange', 'pattern_types', 'time_frames', 'min_confidence'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('smc_pattern'), false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (not v ? 'exchange' or ((v -> 'exchange') = 'null'::jsonb or (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end)))\n    and (v ? 'pattern_types' and (case when jsonb_typeof((v -> 'pattern_types')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'pattern_types')) as e where not (case when jsonb_typeof(e) = 'string' then coalesce((e #>> '{}') in ('order_block', 'fair_value_gap', 'break_of_structure', 'change_of_character', 'liquidity_sweep'), false) else false end)) and jsonb_array_length((v -> 'pattern_types')) >= 1 and jsonb_array_length((v -> 'pattern_types')) <= 5, false) else false end))\n    and (not v ? 'time_frames' or (case when jsonb_typeof((v -> 'time_frames')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'time_frames')) as e where not (case when jsonb_typeof(e) = 'string' then coalesce((e #>> '{}') in ('1m', '5m', '15m', '1h', '4h', '1d', '1w'), false) else false end)) and jsonb_array_length((v -> 'time_frames')) <= 7, false) else false end))\n    and (not v ? 'min_confidence' or ((v -> 'min_confidence') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_confidence')) is not null, false) and coalesce(private.doc_number((v -> 'min_confidence')) >= 0, false) and coalesce(private.doc_number((v -> 'min_confidence')) <= 1, false)))), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_smc_pattern_conditions(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_smc_pattern_conditions(jsonb) to authenticated, service_role"
-    )
-    # function private.valid_alert_conditions(jsonb): missing
-    op.execute(
-        "create or replace function private.valid_alert_conditions(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(doc) = 'object' then coalesce(case doc ->> 'alert_type' when 'whale_transaction' then private.doc_whale_transaction_conditions(doc) when 'price_level' then private.doc_price_level_conditions(doc) when 'liquidity_zone' then private.doc_liquidity_zone_conditions(doc) when 'smc_pattern' then private.doc_smc_pattern_conditions(doc) else false end, false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.valid_alert_conditions(jsonb) from public")
-    op.execute(
-        "grant execute on function private.valid_alert_conditions(jsonb) to authenticated, service_role"
     )
     # function private.doc_notification_defaults(jsonb): missing
     op.execute(
@@ -163,37 +168,49 @@ def upgrade() -> None:
     op.execute(
         "grant execute on function private.rotate_webhook_secret(uuid) to authenticated, service_role"
     )
-    # trigger alerts_quota: missing
+    # trigger alerts_quota_insert: missing
     op.execute(
-        "create trigger alerts_quota before insert or update of user_id on public.alerts for each row execute function private.enforce_quota('user_id', '100', 'rule', 'rules')"
+        "create trigger alerts_quota_insert before insert on public.alerts for each row when (true) execute function private.enforce_alerts_quota()"
     )
-    # trigger watchlist_entries_quota: missing
+    # trigger alerts_quota_update: missing
     op.execute(
-        "create trigger watchlist_entries_quota before insert or update of user_id on public.watchlist_entries for each row execute function private.enforce_quota('user_id', '1000', 'watchlist', 'watchlist entries')"
+        "create trigger alerts_quota_update before update of user_id on public.alerts for each row when (old.user_id is distinct from new.user_id) execute function private.enforce_alerts_quota()"
     )
-    # trigger alerts_webhook_secret: missing
+    # trigger watchlist_entries_quota_insert: missing
     op.execute(
-        "create trigger alerts_webhook_secret after insert or update of channels on public.alerts for each row execute function private.sync_webhook_secret()"
+        "create trigger watchlist_entries_quota_insert before insert on public.watchlist_entries for each row when (true) execute function private.enforce_watchlist_entries_quota()"
     )
-    # check ck_collection_runs_collector_length: missing
+    # trigger watchlist_entries_quota_update: missing
     op.execute(
-        "alter table public.collection_runs add constraint ck_collection_runs_collector_length check (char_length(collector) >= 1 and char_length(collector) <= 100) not valid"
+        "create trigger watchlist_entries_quota_update before update of user_id on public.watchlist_entries for each row when (old.user_id is distinct from new.user_id) execute function private.enforce_watchlist_entries_quota()"
+    )
+    # trigger alerts_webhook_secret_insert: missing
+    op.execute(
+        'create trigger alerts_webhook_secret_insert after insert on public.alerts for each row when (new.channels @> \'[{"type": "webhook"}]\') execute function private.sync_webhook_secret()'
+    )
+    # trigger alerts_webhook_secret_update: missing
+    op.execute(
+        "create trigger alerts_webhook_secret_update after update of channels on public.alerts for each row when (old.channels is distinct from new.channels) execute function private.sync_webhook_secret()"
     )
     # check ck_collection_runs_error_length: missing
     op.execute(
         "alter table public.collection_runs add constraint ck_collection_runs_error_length check (char_length(error) <= 10000) not valid"
     )
+    # check ck_collection_runs_collector_length: missing
+    op.execute(
+        "alter table public.collection_runs add constraint ck_collection_runs_collector_length check (char_length(collector) >= 1 and char_length(collector) <= 100) not valid"
+    )
     # check ck_dexes_network_format: missing
     op.execute(
         "alter table public.dexes add constraint ck_dexes_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
-    # check ck_dexes_network_length: missing
-    op.execute(
-        "alter table public.dexes add constraint ck_dexes_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
-    )
     # check ck_dexes_id_length: missing
     op.execute(
         "alter table public.dexes add constraint ck_dexes_id_length check (char_length(id) >= 1 and char_length(id) <= 64) not valid"
+    )
+    # check ck_dexes_network_length: missing
+    op.execute(
+        "alter table public.dexes add constraint ck_dexes_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
     )
     # check ck_dexes_id_format: is CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)), declared CHECK ((id ~ '^[a-z0-9_-]+$'::text))
     op.execute("alter table public.dexes drop constraint ck_dexes_id_format")
@@ -203,6 +220,10 @@ def upgrade() -> None:
     # check ck_dexes_name_length: missing
     op.execute(
         "alter table public.dexes add constraint ck_dexes_name_length check (char_length(name) >= 1 and char_length(name) <= 100) not valid"
+    )
+    # check ck_liquidity_zones_exchange_format: missing
+    op.execute(
+        "alter table public.liquidity_zones add constraint ck_liquidity_zones_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
     # check ck_liquidity_zones_symbol_length: missing
     op.execute(
@@ -216,9 +237,17 @@ def upgrade() -> None:
     op.execute(
         "alter table public.liquidity_zones add constraint ck_liquidity_zones_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
-    # check ck_liquidity_zones_exchange_format: missing
+    # check ck_market_data_exchange_length: missing
     op.execute(
-        "alter table public.liquidity_zones add constraint ck_liquidity_zones_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+        "alter table public.market_data add constraint ck_market_data_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
+    )
+    # check ck_market_data_symbol_length: missing
+    op.execute(
+        "alter table public.market_data add constraint ck_market_data_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
+    )
+    # check ck_market_data_symbol_format: missing
+    op.execute(
+        "alter table public.market_data add constraint ck_market_data_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_market_data_bid_positive: missing
     op.execute(
@@ -228,47 +257,35 @@ def upgrade() -> None:
     op.execute(
         "alter table public.market_data add constraint ck_market_data_ask_positive check (ask > 0) not valid"
     )
-    # check ck_market_data_symbol_length: missing
-    op.execute(
-        "alter table public.market_data add constraint ck_market_data_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
-    )
-    # check ck_market_data_exchange_length: missing
-    op.execute(
-        "alter table public.market_data add constraint ck_market_data_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
-    )
-    # check ck_market_data_symbol_format: missing
-    op.execute(
-        "alter table public.market_data add constraint ck_market_data_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
-    )
     # check ck_market_data_exchange_format: missing
     op.execute(
         "alter table public.market_data add constraint ck_market_data_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
     # check ck_market_data_bid_ask_positive: not declared
     op.execute("alter table public.market_data drop constraint ck_market_data_bid_ask_positive")
-    # check ck_ohlcv_open_positive: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_open_positive check (open > 0) not valid"
-    )
     # check ck_ohlcv_source_format: missing
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_source_format check (source ~ '^[!-~]+$') not valid"
-    )
-    # check ck_ohlcv_low_positive: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_low_positive check (low > 0) not valid"
-    )
-    # check ck_ohlcv_source_length: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_source_length check (char_length(source) >= 1 and char_length(source) <= 128) not valid"
     )
     # check ck_ohlcv_symbol_length: missing
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
+    # check ck_ohlcv_low_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_low_positive check (low > 0) not valid"
+    )
     # check ck_ohlcv_symbol_format: missing
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
+    )
+    # check ck_ohlcv_open_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_open_positive check (open > 0) not valid"
+    )
+    # check ck_ohlcv_source_length: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_source_length check (char_length(source) >= 1 and char_length(source) <= 128) not valid"
     )
     # check ck_ohlcv_high_positive: missing
     op.execute(
@@ -280,65 +297,65 @@ def upgrade() -> None:
     )
     # check ck_ohlcv_prices_positive: not declared
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_prices_positive")
-    # check ck_smc_patterns_symbol_length: missing
-    op.execute(
-        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
-    )
-    # check ck_smc_patterns_exchange_length: missing
-    op.execute(
-        "alter table public.smc_patterns add constraint ck_smc_patterns_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
-    )
     # check ck_smc_patterns_symbol_format: missing
     op.execute(
         "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
+    )
+    # check ck_smc_patterns_symbol_length: missing
+    op.execute(
+        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
     # check ck_smc_patterns_exchange_format: missing
     op.execute(
         "alter table public.smc_patterns add constraint ck_smc_patterns_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
+    # check ck_smc_patterns_exchange_length: missing
+    op.execute(
+        "alter table public.smc_patterns add constraint ck_smc_patterns_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
+    )
     # check ck_system_events_event_type_length: missing
     op.execute(
         "alter table public.system_events add constraint ck_system_events_event_type_length check (char_length(event_type) >= 1 and char_length(event_type) <= 100) not valid"
-    )
-    # check ck_tokens_address_length: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
-    )
-    # check ck_tokens_network_format: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
     # check ck_tokens_symbol_format: missing
     op.execute(
         "alter table public.tokens add constraint ck_tokens_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
+    # check ck_tokens_network_length: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
+    )
     # check ck_tokens_address_evm_lowercase: missing
     op.execute(
         "alter table public.tokens add constraint ck_tokens_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
-    )
-    # check ck_tokens_address_format: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_address_format check (address ~ '^[A-Za-z0-9_.:-]+$') not valid"
-    )
-    # check ck_tokens_name_length: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_name_length check (char_length(name) >= 1 and char_length(name) <= 200) not valid"
     )
     # check ck_tokens_symbol_length: missing
     op.execute(
         "alter table public.tokens add constraint ck_tokens_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
-    # check ck_tokens_network_length: missing
+    # check ck_tokens_name_length: missing
     op.execute(
-        "alter table public.tokens add constraint ck_tokens_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
+        "alter table public.tokens add constraint ck_tokens_name_length check (char_length(name) >= 1 and char_length(name) <= 200) not valid"
     )
-    # check ck_alerts_channels_valid: missing
+    # check ck_tokens_network_format: missing
     op.execute(
-        "alter table public.alerts add constraint ck_alerts_channels_valid check (private.valid_alert_channels(channels)) not valid"
+        "alter table public.tokens add constraint ck_tokens_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+    )
+    # check ck_tokens_address_length: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
+    )
+    # check ck_tokens_address_format: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_address_format check (address ~ '^[A-Za-z0-9_.:-]+$') not valid"
     )
     # check ck_alerts_conditions_valid: missing
     op.execute(
         "alter table public.alerts add constraint ck_alerts_conditions_valid check (private.valid_alert_conditions(conditions)) not valid"
+    )
+    # check ck_alerts_channels_valid: missing
+    op.execute(
+        "alter table public.alerts add constraint ck_alerts_channels_valid check (private.valid_alert_channels(channels)) not valid"
     )
     # check ck_alerts_cooldown_seconds_range: missing
     op.execute(
@@ -354,6 +371,10 @@ def upgrade() -> None:
     op.execute("alter table public.alerts drop constraint ck_alerts_cooldown_range")
     # check ck_alerts_webhook_secret_length: not declared
     op.execute("alter table public.alerts drop constraint ck_alerts_webhook_secret_length")
+    # check ck_pools_address_length: missing
+    op.execute(
+        "alter table public.pools add constraint ck_pools_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
+    )
     # check ck_pools_address_evm_lowercase: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
@@ -366,21 +387,17 @@ def upgrade() -> None:
     op.execute(
         "alter table public.pools add constraint ck_pools_dex_id_length check (char_length(dex_id) >= 1 and char_length(dex_id) <= 64) not valid"
     )
-    # check ck_pools_network_format: missing
+    # check ck_pools_network_length: missing
     op.execute(
-        "alter table public.pools add constraint ck_pools_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
-    )
-    # check ck_pools_address_length: missing
-    op.execute(
-        "alter table public.pools add constraint ck_pools_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
+        "alter table public.pools add constraint ck_pools_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
     )
     # check ck_pools_dex_id_format: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_dex_id_format check (dex_id ~ '^[a-z0-9_-]+$') not valid"
     )
-    # check ck_pools_network_length: missing
+    # check ck_pools_network_format: missing
     op.execute(
-        "alter table public.pools add constraint ck_pools_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
+        "alter table public.pools add constraint ck_pools_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
     # check ck_profiles_username_length: missing
     op.execute(
@@ -520,54 +537,54 @@ def upgrade() -> None:
     )
     # the constraints added NOT VALID above, checked against stored rows
     validate_constraints(
-        ("collection_runs", "ck_collection_runs_collector_length"),
         ("collection_runs", "ck_collection_runs_error_length"),
+        ("collection_runs", "ck_collection_runs_collector_length"),
         ("dexes", "ck_dexes_network_format"),
-        ("dexes", "ck_dexes_network_length"),
         ("dexes", "ck_dexes_id_length"),
+        ("dexes", "ck_dexes_network_length"),
         ("dexes", "ck_dexes_id_format"),
         ("dexes", "ck_dexes_name_length"),
+        ("liquidity_zones", "ck_liquidity_zones_exchange_format"),
         ("liquidity_zones", "ck_liquidity_zones_symbol_length"),
         ("liquidity_zones", "ck_liquidity_zones_exchange_length"),
         ("liquidity_zones", "ck_liquidity_zones_symbol_format"),
-        ("liquidity_zones", "ck_liquidity_zones_exchange_format"),
+        ("market_data", "ck_market_data_exchange_length"),
+        ("market_data", "ck_market_data_symbol_length"),
+        ("market_data", "ck_market_data_symbol_format"),
         ("market_data", "ck_market_data_bid_positive"),
         ("market_data", "ck_market_data_ask_positive"),
-        ("market_data", "ck_market_data_symbol_length"),
-        ("market_data", "ck_market_data_exchange_length"),
-        ("market_data", "ck_market_data_symbol_format"),
         ("market_data", "ck_market_data_exchange_format"),
-        ("ohlcv", "ck_ohlcv_open_positive"),
         ("ohlcv", "ck_ohlcv_source_format"),
-        ("ohlcv", "ck_ohlcv_low_positive"),
-        ("ohlcv", "ck_ohlcv_source_length"),
         ("ohlcv", "ck_ohlcv_symbol_length"),
+        ("ohlcv", "ck_ohlcv_low_positive"),
         ("ohlcv", "ck_ohlcv_symbol_format"),
+        ("ohlcv", "ck_ohlcv_open_positive"),
+        ("ohlcv", "ck_ohlcv_source_length"),
         ("ohlcv", "ck_ohlcv_high_positive"),
         ("ohlcv", "ck_ohlcv_close_positive"),
-        ("smc_patterns", "ck_smc_patterns_symbol_length"),
-        ("smc_patterns", "ck_smc_patterns_exchange_length"),
         ("smc_patterns", "ck_smc_patterns_symbol_format"),
+        ("smc_patterns", "ck_smc_patterns_symbol_length"),
         ("smc_patterns", "ck_smc_patterns_exchange_format"),
+        ("smc_patterns", "ck_smc_patterns_exchange_length"),
         ("system_events", "ck_system_events_event_type_length"),
-        ("tokens", "ck_tokens_address_length"),
-        ("tokens", "ck_tokens_network_format"),
         ("tokens", "ck_tokens_symbol_format"),
-        ("tokens", "ck_tokens_address_evm_lowercase"),
-        ("tokens", "ck_tokens_address_format"),
-        ("tokens", "ck_tokens_name_length"),
-        ("tokens", "ck_tokens_symbol_length"),
         ("tokens", "ck_tokens_network_length"),
-        ("alerts", "ck_alerts_channels_valid"),
+        ("tokens", "ck_tokens_address_evm_lowercase"),
+        ("tokens", "ck_tokens_symbol_length"),
+        ("tokens", "ck_tokens_name_length"),
+        ("tokens", "ck_tokens_network_format"),
+        ("tokens", "ck_tokens_address_length"),
+        ("tokens", "ck_tokens_address_format"),
         ("alerts", "ck_alerts_conditions_valid"),
+        ("alerts", "ck_alerts_channels_valid"),
         ("alerts", "ck_alerts_cooldown_seconds_range"),
+        ("pools", "ck_pools_address_length"),
         ("pools", "ck_pools_address_evm_lowercase"),
         ("pools", "ck_pools_address_format"),
         ("pools", "ck_pools_dex_id_length"),
-        ("pools", "ck_pools_network_format"),
-        ("pools", "ck_pools_address_length"),
-        ("pools", "ck_pools_dex_id_format"),
         ("pools", "ck_pools_network_length"),
+        ("pools", "ck_pools_dex_id_format"),
+        ("pools", "ck_pools_network_format"),
         ("profiles", "ck_profiles_username_length"),
         ("profiles", "ck_profiles_preferences_valid"),
         ("watchlist_entries", "ck_watchlist_entries_reference_length"),
@@ -835,20 +852,20 @@ def downgrade() -> None:
     op.execute("alter table public.profiles drop constraint ck_profiles_preferences_valid")
     # check ck_profiles_username_length: revert (missing)
     op.execute("alter table public.profiles drop constraint ck_profiles_username_length")
-    # check ck_pools_network_length: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_network_length")
-    # check ck_pools_dex_id_format: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_dex_id_format")
-    # check ck_pools_address_length: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_address_length")
     # check ck_pools_network_format: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_network_format")
+    # check ck_pools_dex_id_format: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_dex_id_format")
+    # check ck_pools_network_length: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_network_length")
     # check ck_pools_dex_id_length: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_dex_id_length")
     # check ck_pools_address_format: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_address_format")
     # check ck_pools_address_evm_lowercase: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_address_evm_lowercase")
+    # check ck_pools_address_length: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_address_length")
     # check ck_alerts_webhook_secret_length: revert (not declared)
     op.execute(
         "alter table public.alerts add constraint ck_alerts_webhook_secret_length CHECK (((char_length(webhook_secret) >= 32) AND (char_length(webhook_secret) <= 128))) not valid"
@@ -871,38 +888,38 @@ def downgrade() -> None:
     )
     # check ck_alerts_cooldown_seconds_range: revert (missing)
     op.execute("alter table public.alerts drop constraint ck_alerts_cooldown_seconds_range")
-    # check ck_alerts_conditions_valid: revert (missing)
-    op.execute("alter table public.alerts drop constraint ck_alerts_conditions_valid")
     # check ck_alerts_channels_valid: revert (missing)
     op.execute("alter table public.alerts drop constraint ck_alerts_channels_valid")
-    # check ck_tokens_network_length: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_network_length")
-    # check ck_tokens_symbol_length: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_length")
-    # check ck_tokens_name_length: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_name_length")
+    # check ck_alerts_conditions_valid: revert (missing)
+    op.execute("alter table public.alerts drop constraint ck_alerts_conditions_valid")
     # check ck_tokens_address_format: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_address_format")
-    # check ck_tokens_address_evm_lowercase: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_address_evm_lowercase")
-    # check ck_tokens_symbol_format: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_format")
-    # check ck_tokens_network_format: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_network_format")
     # check ck_tokens_address_length: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_address_length")
+    # check ck_tokens_network_format: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_network_format")
+    # check ck_tokens_name_length: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_name_length")
+    # check ck_tokens_symbol_length: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_length")
+    # check ck_tokens_address_evm_lowercase: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_address_evm_lowercase")
+    # check ck_tokens_network_length: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_network_length")
+    # check ck_tokens_symbol_format: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_format")
     # check ck_system_events_event_type_length: revert (missing)
     op.execute(
         "alter table public.system_events drop constraint ck_system_events_event_type_length"
     )
-    # check ck_smc_patterns_exchange_format: revert (missing)
-    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_format")
-    # check ck_smc_patterns_symbol_format: revert (missing)
-    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_format")
     # check ck_smc_patterns_exchange_length: revert (missing)
     op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_length")
+    # check ck_smc_patterns_exchange_format: revert (missing)
+    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_format")
     # check ck_smc_patterns_symbol_length: revert (missing)
     op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_length")
+    # check ck_smc_patterns_symbol_format: revert (missing)
+    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_format")
     # check ck_ohlcv_prices_positive: revert (not declared)
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_prices_positive CHECK (((open > (0)::numeric) AND (high > (0)::numeric) AND (low > (0)::numeric) AND (close > (0)::numeric))) not valid"
@@ -911,38 +928,34 @@ def downgrade() -> None:
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_close_positive")
     # check ck_ohlcv_high_positive: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_high_positive")
-    # check ck_ohlcv_symbol_format: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_format")
-    # check ck_ohlcv_symbol_length: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_length")
     # check ck_ohlcv_source_length: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_length")
-    # check ck_ohlcv_low_positive: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_low_positive")
-    # check ck_ohlcv_source_format: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_format")
     # check ck_ohlcv_open_positive: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_open_positive")
+    # check ck_ohlcv_symbol_format: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_format")
+    # check ck_ohlcv_low_positive: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_low_positive")
+    # check ck_ohlcv_symbol_length: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_length")
+    # check ck_ohlcv_source_format: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_format")
     # check ck_market_data_bid_ask_positive: revert (not declared)
     op.execute(
         "alter table public.market_data add constraint ck_market_data_bid_ask_positive CHECK (((bid > (0)::numeric) AND (ask > (0)::numeric))) not valid"
     )
     # check ck_market_data_exchange_format: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_exchange_format")
-    # check ck_market_data_symbol_format: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_symbol_format")
-    # check ck_market_data_exchange_length: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_exchange_length")
-    # check ck_market_data_symbol_length: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_symbol_length")
     # check ck_market_data_ask_positive: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_ask_positive")
     # check ck_market_data_bid_positive: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_bid_positive")
-    # check ck_liquidity_zones_exchange_format: revert (missing)
-    op.execute(
-        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_format"
-    )
+    # check ck_market_data_symbol_format: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_symbol_format")
+    # check ck_market_data_symbol_length: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_symbol_length")
+    # check ck_market_data_exchange_length: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_exchange_length")
     # check ck_liquidity_zones_symbol_format: revert (missing)
     op.execute(
         "alter table public.liquidity_zones drop constraint ck_liquidity_zones_symbol_format"
@@ -955,6 +968,10 @@ def downgrade() -> None:
     op.execute(
         "alter table public.liquidity_zones drop constraint ck_liquidity_zones_symbol_length"
     )
+    # check ck_liquidity_zones_exchange_format: revert (missing)
+    op.execute(
+        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_format"
+    )
     # check ck_dexes_name_length: revert (missing)
     op.execute("alter table public.dexes drop constraint ck_dexes_name_length")
     # check ck_dexes_id_format: revert (is CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)), declared CHECK ((id ~ '^[a-z0-9_-]+$'::text)))
@@ -962,24 +979,30 @@ def downgrade() -> None:
     op.execute(
         "alter table public.dexes add constraint ck_dexes_id_format CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)) not valid"
     )
-    # check ck_dexes_id_length: revert (missing)
-    op.execute("alter table public.dexes drop constraint ck_dexes_id_length")
     # check ck_dexes_network_length: revert (missing)
     op.execute("alter table public.dexes drop constraint ck_dexes_network_length")
+    # check ck_dexes_id_length: revert (missing)
+    op.execute("alter table public.dexes drop constraint ck_dexes_id_length")
     # check ck_dexes_network_format: revert (missing)
     op.execute("alter table public.dexes drop constraint ck_dexes_network_format")
-    # check ck_collection_runs_error_length: revert (missing)
-    op.execute("alter table public.collection_runs drop constraint ck_collection_runs_error_length")
     # check ck_collection_runs_collector_length: revert (missing)
     op.execute(
         "alter table public.collection_runs drop constraint ck_collection_runs_collector_length"
     )
-    # trigger alerts_webhook_secret: revert (missing)
-    op.execute("drop trigger if exists alerts_webhook_secret on public.alerts")
-    # trigger watchlist_entries_quota: revert (missing)
-    op.execute("drop trigger if exists watchlist_entries_quota on public.watchlist_entries")
-    # trigger alerts_quota: revert (missing)
-    op.execute("drop trigger if exists alerts_quota on public.alerts")
+    # check ck_collection_runs_error_length: revert (missing)
+    op.execute("alter table public.collection_runs drop constraint ck_collection_runs_error_length")
+    # trigger alerts_webhook_secret_update: revert (missing)
+    op.execute("drop trigger if exists alerts_webhook_secret_update on public.alerts")
+    # trigger alerts_webhook_secret_insert: revert (missing)
+    op.execute("drop trigger if exists alerts_webhook_secret_insert on public.alerts")
+    # trigger watchlist_entries_quota_update: revert (missing)
+    op.execute("drop trigger if exists watchlist_entries_quota_update on public.watchlist_entries")
+    # trigger watchlist_entries_quota_insert: revert (missing)
+    op.execute("drop trigger if exists watchlist_entries_quota_insert on public.watchlist_entries")
+    # trigger alerts_quota_update: revert (missing)
+    op.execute("drop trigger if exists alerts_quota_update on public.alerts")
+    # trigger alerts_quota_insert: revert (missing)
+    op.execute("drop trigger if exists alerts_quota_insert on public.alerts")
     # function private.rotate_webhook_secret(uuid): revert (missing)
     op.execute("drop function if exists private.rotate_webhook_secret(uuid)")
     # function private.webhook_secret(uuid): revert (missing)
@@ -992,6 +1015,12 @@ def downgrade() -> None:
     op.execute("drop function if exists private.doc_preferences(jsonb)")
     # function private.doc_notification_defaults(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_notification_defaults(jsonb)")
+    # function private.valid_alert_channels(jsonb): revert (missing)
+    op.execute("drop function if exists private.valid_alert_channels(jsonb)")
+    # function private.doc_webhook_channel(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_webhook_channel(jsonb)")
+    # function private.doc_in_app_channel(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_in_app_channel(jsonb)")
     # function private.valid_alert_conditions(jsonb): revert (missing)
     op.execute("drop function if exists private.valid_alert_conditions(jsonb)")
     # function private.doc_smc_pattern_conditions(jsonb): revert (missing)
@@ -1002,16 +1031,12 @@ def downgrade() -> None:
     op.execute("drop function if exists private.doc_price_level_conditions(jsonb)")
     # function private.doc_whale_transaction_conditions(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_whale_transaction_conditions(jsonb)")
-    # function private.valid_alert_channels(jsonb): revert (missing)
-    op.execute("drop function if exists private.valid_alert_channels(jsonb)")
-    # function private.doc_webhook_channel(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_webhook_channel(jsonb)")
-    # function private.doc_in_app_channel(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_in_app_channel(jsonb)")
     # function private.doc_number(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_number(jsonb)")
-    # function private.enforce_quota(): revert (missing)
-    op.execute("drop function if exists private.enforce_quota()")
+    # function private.enforce_watchlist_entries_quota(): revert (missing)
+    op.execute("drop function if exists private.enforce_watchlist_entries_quota()")
+    # function private.enforce_alerts_quota(): revert (missing)
+    op.execute("drop function if exists private.enforce_alerts_quota()")
     # function private.notify_whale_transactions(): revert (its definition differs from the declared one)
     op.execute(
         "CREATE OR REPLACE FUNCTION private.notify_whale_transactions()\n RETURNS trigger\n LANGUAGE plpgsql\n SET search_path TO ''\nAS $function$\n        begin\n          perform pg_notify('whale_transactions', tg_op);\n          return null;\n        end\n        $function$\n"
