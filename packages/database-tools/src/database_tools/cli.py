@@ -1,6 +1,8 @@
-"""`database`: the embedded server, migrations, health, advisors and the schema reference.
+"""`database`: the embedded server, migrations (plan, lint), health, advisors, the schema
+reference, `inspect <verb>` / `inspect report` and `verify`.
 
-Exit codes: 0 success, 1 a clear error (printed without a traceback), 2 bad usage,
+Exit codes: 0 success, 1 a clear error (printed without a traceback) or a failing gate
+(`inspect report`, `verify`, `migration-lint`, a refused plan), 2 bad usage,
 3 `local status`/`local url` when the embedded server is not running.
 """
 
@@ -19,16 +21,20 @@ from sqlalchemy.engine import URL
 from database.connect import display_url
 from database.errors import DatabasePackageError
 from database.settings import get_settings
+from database_tools.inspect import commands as inspect_commands
 from service_kit.console import Output, run
 
 app = typer.Typer(
     name="database",
-    help="The database: embedded server, migrations, health, advisors, schema reference.",
+    help="The database: embedded server, migrations, health, advisors, schema reference, "
+    "inspect, verify.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+app.add_typer(inspect_commands.app, name="inspect")
+app.command("verify")(inspect_commands.verify)
 
 
 def _fail(exc: BaseException) -> typer.Exit:
