@@ -65,6 +65,8 @@ def connection() -> Iterator[Conn]:
 
     url = server_url(get_settings())
     with connect_raw(url, purpose=Purpose.SERVICE, autocommit=True) as conn:
+        # Reading statistics should never wait long behind someone's lock.
+        conn.execute("set lock_timeout = '5s'")
         typer.echo(f"database: {display_url(url)}", err=True)
         yield conn
 

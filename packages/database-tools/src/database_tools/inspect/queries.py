@@ -25,6 +25,16 @@ _USER_SCHEMA = (
 )
 
 
+def _size(function: str, oid: str) -> str:
+    """`function(oid)` unless someone holds or awaits an ACCESS EXCLUSIVE lock on it: sizing
+    takes an ACCESS SHARE lock, and an inspect verb must never queue behind a migration."""
+    return (
+        f"(case when not exists (select from pg_locks l where l.relation = {oid}"
+        f" and l.mode = 'AccessExclusiveLock' and l.pid <> pg_backend_pid())"
+        f" then {function}({oid}) end)"
+    )
+
+
 class InspectUnavailableError(DatabasePackageError):
     """This server cannot answer the question asked (an extension missing or not loaded)."""
 
@@ -154,7 +164,7 @@ with idx as (
          x.indkey::text as keys, x.indclass::text as opclasses,
          coalesce(pg_get_expr(x.indexprs, x.indrelid), '') as exprs,
          coalesce(pg_get_expr(x.indpred, x.indrelid), '') as pred,
-         pg_relation_size(x.indexrelid) as size, coalesce(s.idx_scan, 0) as scans,
+         {_size("pg_relation_size", "x.indexrelid")} as size, coalesce(s.idx_scan, 0) as scans,
          coalesce(ts.n_live_tup, 0) as table_rows,
          exists (select from pg_constraint c
                   where c.conindid = x.indexrelid and c.contype in ('p', 'u', 'x')) as enforces
@@ -192,8 +202,9 @@ def index_stats(conn: Conn) -> Result:
 
 _TABLES = f"""
 select n.nspname as schema, c.relname as table, coalesce(s.n_live_tup, 0) as rows,
-       pg_total_relation_size(c.oid) as total_size, pg_relation_size(c.oid) as table_size,
-       pg_indexes_size(c.oid) as index_size, coalesce(s.seq_scan, 0) as seq_scans,
+       {_size("pg_total_relation_size", "c.oid")} as total_size,
+       {_size("pg_relation_size", "c.oid")} as table_size,
+       {_size("pg_indexes_size", "c.oid")} as index_size, coalesce(s.seq_scan, 0) as seq_scans,
        coalesce(s.seq_tup_read, 0) as seq_rows_read, coalesce(s.idx_scan, 0) as index_scans,
        coalesce(s.n_dead_tup, 0) as dead_rows,
        greatest(s.last_vacuum, s.last_autovacuum) as last_vacuum,
@@ -202,7 +213,7 @@ select n.nspname as schema, c.relname as table, coalesce(s.n_live_tup, 0) as row
   join pg_namespace n on n.oid = c.relnamespace
   left join pg_stat_all_tables s on s.relid = c.oid
  where {_USER_SCHEMA} and c.relkind in ('r', 'm')
- order by total_size desc, schema, c.relname
+ order by total_size desc nulls first, schema, c.relname
 """
 
 
@@ -303,7 +314,7 @@ _LOCKS = """
 select l.pid, coalesce(c.oid::regclass::text, l.locktype) as object, l.mode, l.granted,
        coalesce(a.application_name, '') as application_name, a.state,
        round(extract(epoch from now() - coalesce(l.waitstart, a.xact_start, a.query_start))
-             ::numeric, 1) as age_s,
+             ::numeric, 3) as age_s,
        left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), %(width)s) as query
   from pg_locks l
   join pg_stat_activity a on a.pid = l.pid
@@ -412,10 +423,10 @@ def vacuum_stats(conn: Conn) -> Result:
 
 _DB_STATS = f"""
 select d.datname as database, pg_database_size(d.datname) as database_size,
-       (select coalesce(sum(pg_indexes_size(c.oid)), 0)::bigint from pg_class c
+       (select coalesce(sum({_size("pg_indexes_size", "c.oid")}), 0)::bigint from pg_class c
           join pg_namespace n on n.oid = c.relnamespace
          where {_USER_SCHEMA} and c.relkind in ('r', 'm')) as index_size,
-       (select coalesce(sum(pg_relation_size(c.oid)), 0)::bigint from pg_class c
+       (select coalesce(sum({_size("pg_relation_size", "c.oid")}), 0)::bigint from pg_class c
           join pg_namespace n on n.oid = c.relnamespace
          where {_USER_SCHEMA} and c.relkind in ('r', 'm')) as table_size,
        round(d.blks_hit::numeric / nullif(d.blks_hit + d.blks_read, 0), 4) as cache_hit_ratio,

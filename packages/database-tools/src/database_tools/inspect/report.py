@@ -155,7 +155,7 @@ def unused_indexes(conn: Conn, t: Thresholds) -> RuleResult:
         for r in rows
         if r["unused"]
         and r["table_rows"] >= t.unused_index_min_table_rows
-        and r["size"] >= t.unused_index_min_bytes
+        and (r["size"] or 0) >= t.unused_index_min_bytes
     ]
     detail = f"tables of at least {t.unused_index_min_table_rows} rows"
     return _verdict("no unused indexes", bad, detail)
