@@ -6,7 +6,8 @@ connections, each shaped by what it is for.
               (port 6543) prepared statements are off, since every transaction may land on
               another server connection.
 * `READ`    - read replicas: every transaction read-only.
-* `MIGRATE` - DDL: no statement timeout, never through the transaction pooler, no pool.
+* `MIGRATE` - DDL: its own lock and statement timeouts (DB_MIGRATION_*), never through the
+              transaction pooler, no pool.
 
 Sessions, Alembic's env.py, the tools' CLI and the test plugin all come here, so a setting
 (application name, timeouts, TLS) means the same thing everywhere.
@@ -61,7 +62,10 @@ def _server_options(purpose: Purpose, settings: Settings) -> list[str]:
     if purpose is not Purpose.MIGRATE and settings.db_statement_timeout_ms:
         options.append(f"-c statement_timeout={settings.db_statement_timeout_ms}")
     if purpose is Purpose.MIGRATE:
-        options.append("-c statement_timeout=0")
+        # A DDL statement waiting for its lock queues every later query on that table behind
+        # it: give up soon (the migration retries), and bound how long a statement may run.
+        options.append(f"-c lock_timeout={settings.db_migration_lock_timeout_ms}")
+        options.append(f"-c statement_timeout={settings.db_migration_statement_timeout_ms}")
     if purpose is Purpose.READ:
         options.append("-c default_transaction_read_only=on")
     return options

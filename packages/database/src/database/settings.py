@@ -126,8 +126,16 @@ class Settings(BaseSettings):
     db_pool_timeout: Annotated[float, Field(gt=0)] = 30.0
     db_pool_recycle: PositiveInt = 1800
     db_pool_pre_ping: bool = True
-    # Milliseconds; 0 turns the limit off. Migrations always run without one.
+    # Milliseconds; 0 turns the limit off. App connections only: migrations have their own.
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Migrations (Purpose.MIGRATE): how long one statement may wait for a lock before it gives
+    # up (then the revision is retried, up to DB_MIGRATION_LOCK_RETRIES times), and how long
+    # one statement may run (0 = no limit). Short lock waits keep a DDL statement from queueing
+    # every other query on a busy table behind it.
+    db_migration_lock_timeout_ms: Annotated[int, Field(ge=0)] = 5_000
+    db_migration_statement_timeout_ms: Annotated[int, Field(ge=0)] = 900_000
+    db_migration_lock_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    db_migration_retry_delay_ms: Annotated[int, Field(ge=0)] = 1_000
     db_application_name: Annotated[str, Field(min_length=1, max_length=63)] = "crypto-intel"
 
     local_db_dir: Path = Field(default_factory=lambda: _repo_root() / ".local-db")

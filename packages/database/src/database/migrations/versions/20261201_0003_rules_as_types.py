@@ -4,7 +4,7 @@ of the users' reach, column grants for user-owned tables, ids from private.uuid_
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-01 07:59:49.368592
+Create Date: 2026-12-01 08:23:40.625824
 """
 
 from collections.abc import Sequence
@@ -14,10 +14,30 @@ from alembic import op
 
 from database.migrations.steps import validate_constraints
 
-revision: str = "d3da7aa7686a"
+revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Migration lint (squawk) exceptions, each with its reason:
+squawk_ignore = {
+    "prefer-robust-stmts": (
+        "the DDL runs in the revision's one transaction; only the VALIDATEs run after it, on"
+        " purpose (outside it, so a scan does not hold the ADD's lock), and each is rerunnable"
+    ),
+    "ban-drop-constraint": (
+        "hand-written CHECKs give way to the ones rendered from the field types, added in the"
+        " same transaction: the rule stays, under its rendered name"
+    ),
+    "ban-drop-column": (
+        "alerts.webhook_secret moves to the internal alert_webhook_secrets table, copied in the"
+        " same transaction; nothing reads the column any more"
+    ),
+}
+
+# Migration safety declarations (database.migrations.declarations), each with its reason:
+# squawk_ignore: dict[str, str] = {"<squawk rule>": "<why it is safe here>"}
+# exclusive_lock_ok: dict[str, str] = {"<table>": "<why a long lock on it is acceptable>"}
 
 
 def upgrade() -> None:
@@ -59,6 +79,30 @@ def upgrade() -> None:
     )
     op.execute("revoke all on function private.doc_number(jsonb) from public")
     op.execute("grant execute on function private.doc_number(jsonb) to authenticated, service_role")
+    # function private.doc_in_app_channel(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_in_app_channel(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('type'))\n    and (not v ? 'type' or (case when jsonb_typeof((v -> 'type')) = 'string' then coalesce(((v -> 'type') #>> '{}') in ('in_app'), false) else false end)), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_in_app_channel(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_in_app_channel(jsonb) to authenticated, service_role"
+    )
+    # function private.doc_webhook_channel(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_webhook_channel(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('type', 'url'))\n    and (not v ? 'type' or (case when jsonb_typeof((v -> 'type')) = 'string' then coalesce(((v -> 'type') #>> '{}') in ('webhook'), false) else false end))\n    and (v ? 'url' and (case when jsonb_typeof((v -> 'url')) = 'string' then coalesce(char_length(((v -> 'url') #>> '{}')) <= 2048 and ((v -> 'url') #>> '{}') ~ '^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&''()*+,;=:@%/-]*)?(\\?[A-Za-z0-9._~!$&''()*+,;=:@%/?-]*)?$', false) else false end)), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_webhook_channel(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_webhook_channel(jsonb) to authenticated, service_role"
+    )
+    # function private.valid_alert_channels(jsonb): missing
+    op.execute(
+        "create or replace function private.valid_alert_channels(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(doc) = 'array' then coalesce(not exists (select from jsonb_array_elements(doc) as e where not (case when jsonb_typeof(e) = 'object' then coalesce(case e ->> 'type' when 'in_app' then private.doc_in_app_channel(e) when 'webhook' then private.doc_webhook_channel(e) else false end, false) else false end)) and jsonb_array_length(doc) >= 1 and jsonb_array_length(doc) <= 5 and (select count(*) from jsonb_array_elements(doc) as e where e ->> 'type' = 'webhook') <= 1, false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.valid_alert_channels(jsonb) from public")
+    op.execute(
+        "grant execute on function private.valid_alert_channels(jsonb) to authenticated, service_role"
+    )
     # function private.doc_whale_transaction_conditions(jsonb): missing
     op.execute(
         "create or replace function private.doc_whale_transaction_conditions(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('alert_type', 'min_value_eth', 'min_value_usd', 'addresses', 'chain', 'min_whale_score'))\n    and (not v ? 'alert_type' or (case when jsonb_typeof((v -> 'alert_type')) = 'string' then coalesce(((v -> 'alert_type') #>> '{}') in ('whale_transaction'), false) else false end))\n    and (not v ? 'min_value_eth' or ((v -> 'min_value_eth') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_value_eth')) is not null, false) and coalesce(private.doc_number((v -> 'min_value_eth')) >= 0, false) and coalesce(private.doc_number((v -> 'min_value_eth')) <= 1000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_value_eth')))) <= 18, false))))\n    and (not v ? 'min_value_usd' or ((v -> 'min_value_usd') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_value_usd')) is not null, false) and coalesce(private.doc_number((v -> 'min_value_usd')) >= 0, false) and coalesce(private.doc_number((v -> 'min_value_usd')) <= 1000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_value_usd')))) <= 2, false))))\n    and (not v ? 'addresses' or (case when jsonb_typeof((v -> 'addresses')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'addresses')) as e where not (case when jsonb_typeof(e) = 'string' then coalesce((e #>> '{}') ~ '^0x[0-9a-f]{40}$', false) else false end)) and jsonb_array_length((v -> 'addresses')) <= 100, false) else false end))\n    and (not v ? 'chain' or ((v -> 'chain') = 'null'::jsonb or (case when jsonb_typeof((v -> 'chain')) = 'string' then coalesce(((v -> 'chain') #>> '{}') in ('ethereum', 'arbitrum', 'optimism', 'base', 'polygon'), false) else false end)))\n    and (not v ? 'min_whale_score' or ((v -> 'min_whale_score') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'min_whale_score')) is not null, false) and coalesce(private.doc_number((v -> 'min_whale_score')) >= 0, false) and coalesce(private.doc_number((v -> 'min_whale_score')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'min_whale_score')))) <= 4, false))))\n    and (coalesce(v -> 'min_value_eth', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'min_value_usd', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'addresses', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'chain', 'null') not in ('null'::jsonb, '[]'::jsonb) or coalesce(v -> 'min_whale_score', 'null') not in ('null'::jsonb, '[]'::jsonb)), false) else false end)\n$$"
@@ -98,30 +142,6 @@ def upgrade() -> None:
     op.execute("revoke all on function private.valid_alert_conditions(jsonb) from public")
     op.execute(
         "grant execute on function private.valid_alert_conditions(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_in_app_channel(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_in_app_channel(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('type'))\n    and (not v ? 'type' or (case when jsonb_typeof((v -> 'type')) = 'string' then coalesce(((v -> 'type') #>> '{}') in ('in_app'), false) else false end)), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_in_app_channel(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_in_app_channel(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_webhook_channel(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_webhook_channel(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('type', 'url'))\n    and (not v ? 'type' or (case when jsonb_typeof((v -> 'type')) = 'string' then coalesce(((v -> 'type') #>> '{}') in ('webhook'), false) else false end))\n    and (v ? 'url' and (case when jsonb_typeof((v -> 'url')) = 'string' then coalesce(char_length(((v -> 'url') #>> '{}')) <= 2048 and ((v -> 'url') #>> '{}') ~ '^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&''()*+,;=:@%/-]*)?(\\?[A-Za-z0-9._~!$&''()*+,;=:@%/?-]*)?$', false) else false end)), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_webhook_channel(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_webhook_channel(jsonb) to authenticated, service_role"
-    )
-    # function private.valid_alert_channels(jsonb): missing
-    op.execute(
-        "create or replace function private.valid_alert_channels(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(doc) = 'array' then coalesce(not exists (select from jsonb_array_elements(doc) as e where not (case when jsonb_typeof(e) = 'object' then coalesce(case e ->> 'type' when 'in_app' then private.doc_in_app_channel(e) when 'webhook' then private.doc_webhook_channel(e) else false end, false) else false end)) and jsonb_array_length(doc) >= 1 and jsonb_array_length(doc) <= 5 and (select count(*) from jsonb_array_elements(doc) as e where e ->> 'type' = 'webhook') <= 1, false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.valid_alert_channels(jsonb) from public")
-    op.execute(
-        "grant execute on function private.valid_alert_channels(jsonb) to authenticated, service_role"
     )
     # function private.doc_notification_defaults(jsonb): missing
     op.execute(
@@ -170,7 +190,7 @@ def upgrade() -> None:
     )
     # trigger alerts_quota_insert: missing
     op.execute(
-        "create trigger alerts_quota_insert before insert on public.alerts for each row when (true) execute function private.enforce_alerts_quota()"
+        "create trigger alerts_quota_insert before insert on public.alerts for each row execute function private.enforce_alerts_quota()"
     )
     # trigger alerts_quota_update: missing
     op.execute(
@@ -178,7 +198,7 @@ def upgrade() -> None:
     )
     # trigger watchlist_entries_quota_insert: missing
     op.execute(
-        "create trigger watchlist_entries_quota_insert before insert on public.watchlist_entries for each row when (true) execute function private.enforce_watchlist_entries_quota()"
+        "create trigger watchlist_entries_quota_insert before insert on public.watchlist_entries for each row execute function private.enforce_watchlist_entries_quota()"
     )
     # trigger watchlist_entries_quota_update: missing
     op.execute(
@@ -200,6 +220,19 @@ def upgrade() -> None:
     op.execute(
         "alter table public.collection_runs add constraint ck_collection_runs_collector_length check (char_length(collector) >= 1 and char_length(collector) <= 100) not valid"
     )
+    # check ck_dexes_network_length: missing
+    op.execute(
+        "alter table public.dexes add constraint ck_dexes_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
+    )
+    # check ck_dexes_name_length: missing
+    op.execute(
+        "alter table public.dexes add constraint ck_dexes_name_length check (char_length(name) >= 1 and char_length(name) <= 100) not valid"
+    )
+    # check ck_dexes_id_format: is CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)), declared CHECK ((id ~ '^[a-z0-9_-]+$'::text))
+    op.execute("alter table public.dexes drop constraint ck_dexes_id_format")
+    op.execute(
+        "alter table public.dexes add constraint ck_dexes_id_format check (id ~ '^[a-z0-9_-]+$') not valid"
+    )
     # check ck_dexes_network_format: missing
     op.execute(
         "alter table public.dexes add constraint ck_dexes_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
@@ -207,23 +240,6 @@ def upgrade() -> None:
     # check ck_dexes_id_length: missing
     op.execute(
         "alter table public.dexes add constraint ck_dexes_id_length check (char_length(id) >= 1 and char_length(id) <= 64) not valid"
-    )
-    # check ck_dexes_network_length: missing
-    op.execute(
-        "alter table public.dexes add constraint ck_dexes_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
-    )
-    # check ck_dexes_id_format: is CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)), declared CHECK ((id ~ '^[a-z0-9_-]+$'::text))
-    op.execute("alter table public.dexes drop constraint ck_dexes_id_format")
-    op.execute(
-        "alter table public.dexes add constraint ck_dexes_id_format check (id ~ '^[a-z0-9_-]+$') not valid"
-    )
-    # check ck_dexes_name_length: missing
-    op.execute(
-        "alter table public.dexes add constraint ck_dexes_name_length check (char_length(name) >= 1 and char_length(name) <= 100) not valid"
-    )
-    # check ck_liquidity_zones_exchange_format: missing
-    op.execute(
-        "alter table public.liquidity_zones add constraint ck_liquidity_zones_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
     # check ck_liquidity_zones_symbol_length: missing
     op.execute(
@@ -237,6 +253,10 @@ def upgrade() -> None:
     op.execute(
         "alter table public.liquidity_zones add constraint ck_liquidity_zones_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
+    # check ck_liquidity_zones_exchange_format: missing
+    op.execute(
+        "alter table public.liquidity_zones add constraint ck_liquidity_zones_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+    )
     # check ck_market_data_exchange_length: missing
     op.execute(
         "alter table public.market_data add constraint ck_market_data_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
@@ -245,24 +265,48 @@ def upgrade() -> None:
     op.execute(
         "alter table public.market_data add constraint ck_market_data_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
-    # check ck_market_data_symbol_format: missing
-    op.execute(
-        "alter table public.market_data add constraint ck_market_data_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
-    )
     # check ck_market_data_bid_positive: missing
     op.execute(
         "alter table public.market_data add constraint ck_market_data_bid_positive check (bid > 0) not valid"
     )
-    # check ck_market_data_ask_positive: missing
+    # check ck_market_data_symbol_format: missing
     op.execute(
-        "alter table public.market_data add constraint ck_market_data_ask_positive check (ask > 0) not valid"
+        "alter table public.market_data add constraint ck_market_data_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_market_data_exchange_format: missing
     op.execute(
         "alter table public.market_data add constraint ck_market_data_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
+    # check ck_market_data_ask_positive: missing
+    op.execute(
+        "alter table public.market_data add constraint ck_market_data_ask_positive check (ask > 0) not valid"
+    )
     # check ck_market_data_bid_ask_positive: not declared
     op.execute("alter table public.market_data drop constraint ck_market_data_bid_ask_positive")
+    # check ck_ohlcv_open_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_open_positive check (open > 0) not valid"
+    )
+    # check ck_ohlcv_high_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_high_positive check (high > 0) not valid"
+    )
+    # check ck_ohlcv_low_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_low_positive check (low > 0) not valid"
+    )
+    # check ck_ohlcv_source_length: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_source_length check (char_length(source) >= 1 and char_length(source) <= 128) not valid"
+    )
+    # check ck_ohlcv_symbol_format: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
+    )
+    # check ck_ohlcv_close_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_close_positive check (close > 0) not valid"
+    )
     # check ck_ohlcv_source_format: missing
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_source_format check (source ~ '^[!-~]+$') not valid"
@@ -271,91 +315,67 @@ def upgrade() -> None:
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
-    # check ck_ohlcv_low_positive: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_low_positive check (low > 0) not valid"
-    )
-    # check ck_ohlcv_symbol_format: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
-    )
-    # check ck_ohlcv_open_positive: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_open_positive check (open > 0) not valid"
-    )
-    # check ck_ohlcv_source_length: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_source_length check (char_length(source) >= 1 and char_length(source) <= 128) not valid"
-    )
-    # check ck_ohlcv_high_positive: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_high_positive check (high > 0) not valid"
-    )
-    # check ck_ohlcv_close_positive: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_close_positive check (close > 0) not valid"
-    )
     # check ck_ohlcv_prices_positive: not declared
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_prices_positive")
-    # check ck_smc_patterns_symbol_format: missing
-    op.execute(
-        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
-    )
     # check ck_smc_patterns_symbol_length: missing
     op.execute(
         "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
-    )
-    # check ck_smc_patterns_exchange_format: missing
-    op.execute(
-        "alter table public.smc_patterns add constraint ck_smc_patterns_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
     # check ck_smc_patterns_exchange_length: missing
     op.execute(
         "alter table public.smc_patterns add constraint ck_smc_patterns_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
     )
+    # check ck_smc_patterns_symbol_format: missing
+    op.execute(
+        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
+    )
+    # check ck_smc_patterns_exchange_format: missing
+    op.execute(
+        "alter table public.smc_patterns add constraint ck_smc_patterns_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+    )
     # check ck_system_events_event_type_length: missing
     op.execute(
         "alter table public.system_events add constraint ck_system_events_event_type_length check (char_length(event_type) >= 1 and char_length(event_type) <= 100) not valid"
-    )
-    # check ck_tokens_symbol_format: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
-    )
-    # check ck_tokens_network_length: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
-    )
-    # check ck_tokens_address_evm_lowercase: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
-    )
-    # check ck_tokens_symbol_length: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
-    )
-    # check ck_tokens_name_length: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_name_length check (char_length(name) >= 1 and char_length(name) <= 200) not valid"
     )
     # check ck_tokens_network_format: missing
     op.execute(
         "alter table public.tokens add constraint ck_tokens_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
-    # check ck_tokens_address_length: missing
+    # check ck_tokens_symbol_format: missing
     op.execute(
-        "alter table public.tokens add constraint ck_tokens_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
+        "alter table public.tokens add constraint ck_tokens_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_tokens_address_format: missing
     op.execute(
         "alter table public.tokens add constraint ck_tokens_address_format check (address ~ '^[A-Za-z0-9_.:-]+$') not valid"
     )
-    # check ck_alerts_conditions_valid: missing
+    # check ck_tokens_network_length: missing
     op.execute(
-        "alter table public.alerts add constraint ck_alerts_conditions_valid check (private.valid_alert_conditions(conditions)) not valid"
+        "alter table public.tokens add constraint ck_tokens_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
+    )
+    # check ck_tokens_name_length: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_name_length check (char_length(name) >= 1 and char_length(name) <= 200) not valid"
+    )
+    # check ck_tokens_symbol_length: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
+    )
+    # check ck_tokens_address_length: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
+    )
+    # check ck_tokens_address_evm_lowercase: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
     )
     # check ck_alerts_channels_valid: missing
     op.execute(
         "alter table public.alerts add constraint ck_alerts_channels_valid check (private.valid_alert_channels(channels)) not valid"
+    )
+    # check ck_alerts_conditions_valid: missing
+    op.execute(
+        "alter table public.alerts add constraint ck_alerts_conditions_valid check (private.valid_alert_conditions(conditions)) not valid"
     )
     # check ck_alerts_cooldown_seconds_range: missing
     op.execute(
@@ -371,33 +391,33 @@ def upgrade() -> None:
     op.execute("alter table public.alerts drop constraint ck_alerts_cooldown_range")
     # check ck_alerts_webhook_secret_length: not declared
     op.execute("alter table public.alerts drop constraint ck_alerts_webhook_secret_length")
-    # check ck_pools_address_length: missing
+    # check ck_pools_address_format: missing
     op.execute(
-        "alter table public.pools add constraint ck_pools_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
+        "alter table public.pools add constraint ck_pools_address_format check (address ~ '^[A-Za-z0-9_.:-]+$') not valid"
     )
     # check ck_pools_address_evm_lowercase: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
     )
-    # check ck_pools_address_format: missing
-    op.execute(
-        "alter table public.pools add constraint ck_pools_address_format check (address ~ '^[A-Za-z0-9_.:-]+$') not valid"
-    )
     # check ck_pools_dex_id_length: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_dex_id_length check (char_length(dex_id) >= 1 and char_length(dex_id) <= 64) not valid"
-    )
-    # check ck_pools_network_length: missing
-    op.execute(
-        "alter table public.pools add constraint ck_pools_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
     )
     # check ck_pools_dex_id_format: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_dex_id_format check (dex_id ~ '^[a-z0-9_-]+$') not valid"
     )
+    # check ck_pools_network_length: missing
+    op.execute(
+        "alter table public.pools add constraint ck_pools_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
+    )
     # check ck_pools_network_format: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+    )
+    # check ck_pools_address_length: missing
+    op.execute(
+        "alter table public.pools add constraint ck_pools_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
     )
     # check ck_profiles_username_length: missing
     op.execute(
@@ -539,52 +559,52 @@ def upgrade() -> None:
     validate_constraints(
         ("collection_runs", "ck_collection_runs_error_length"),
         ("collection_runs", "ck_collection_runs_collector_length"),
+        ("dexes", "ck_dexes_network_length"),
+        ("dexes", "ck_dexes_name_length"),
+        ("dexes", "ck_dexes_id_format"),
         ("dexes", "ck_dexes_network_format"),
         ("dexes", "ck_dexes_id_length"),
-        ("dexes", "ck_dexes_network_length"),
-        ("dexes", "ck_dexes_id_format"),
-        ("dexes", "ck_dexes_name_length"),
-        ("liquidity_zones", "ck_liquidity_zones_exchange_format"),
         ("liquidity_zones", "ck_liquidity_zones_symbol_length"),
         ("liquidity_zones", "ck_liquidity_zones_exchange_length"),
         ("liquidity_zones", "ck_liquidity_zones_symbol_format"),
+        ("liquidity_zones", "ck_liquidity_zones_exchange_format"),
         ("market_data", "ck_market_data_exchange_length"),
         ("market_data", "ck_market_data_symbol_length"),
-        ("market_data", "ck_market_data_symbol_format"),
         ("market_data", "ck_market_data_bid_positive"),
-        ("market_data", "ck_market_data_ask_positive"),
+        ("market_data", "ck_market_data_symbol_format"),
         ("market_data", "ck_market_data_exchange_format"),
+        ("market_data", "ck_market_data_ask_positive"),
+        ("ohlcv", "ck_ohlcv_open_positive"),
+        ("ohlcv", "ck_ohlcv_high_positive"),
+        ("ohlcv", "ck_ohlcv_low_positive"),
+        ("ohlcv", "ck_ohlcv_source_length"),
+        ("ohlcv", "ck_ohlcv_symbol_format"),
+        ("ohlcv", "ck_ohlcv_close_positive"),
         ("ohlcv", "ck_ohlcv_source_format"),
         ("ohlcv", "ck_ohlcv_symbol_length"),
-        ("ohlcv", "ck_ohlcv_low_positive"),
-        ("ohlcv", "ck_ohlcv_symbol_format"),
-        ("ohlcv", "ck_ohlcv_open_positive"),
-        ("ohlcv", "ck_ohlcv_source_length"),
-        ("ohlcv", "ck_ohlcv_high_positive"),
-        ("ohlcv", "ck_ohlcv_close_positive"),
-        ("smc_patterns", "ck_smc_patterns_symbol_format"),
         ("smc_patterns", "ck_smc_patterns_symbol_length"),
-        ("smc_patterns", "ck_smc_patterns_exchange_format"),
         ("smc_patterns", "ck_smc_patterns_exchange_length"),
+        ("smc_patterns", "ck_smc_patterns_symbol_format"),
+        ("smc_patterns", "ck_smc_patterns_exchange_format"),
         ("system_events", "ck_system_events_event_type_length"),
-        ("tokens", "ck_tokens_symbol_format"),
-        ("tokens", "ck_tokens_network_length"),
-        ("tokens", "ck_tokens_address_evm_lowercase"),
-        ("tokens", "ck_tokens_symbol_length"),
-        ("tokens", "ck_tokens_name_length"),
         ("tokens", "ck_tokens_network_format"),
-        ("tokens", "ck_tokens_address_length"),
+        ("tokens", "ck_tokens_symbol_format"),
         ("tokens", "ck_tokens_address_format"),
-        ("alerts", "ck_alerts_conditions_valid"),
+        ("tokens", "ck_tokens_network_length"),
+        ("tokens", "ck_tokens_name_length"),
+        ("tokens", "ck_tokens_symbol_length"),
+        ("tokens", "ck_tokens_address_length"),
+        ("tokens", "ck_tokens_address_evm_lowercase"),
         ("alerts", "ck_alerts_channels_valid"),
+        ("alerts", "ck_alerts_conditions_valid"),
         ("alerts", "ck_alerts_cooldown_seconds_range"),
-        ("pools", "ck_pools_address_length"),
-        ("pools", "ck_pools_address_evm_lowercase"),
         ("pools", "ck_pools_address_format"),
+        ("pools", "ck_pools_address_evm_lowercase"),
         ("pools", "ck_pools_dex_id_length"),
-        ("pools", "ck_pools_network_length"),
         ("pools", "ck_pools_dex_id_format"),
+        ("pools", "ck_pools_network_length"),
         ("pools", "ck_pools_network_format"),
+        ("pools", "ck_pools_address_length"),
         ("profiles", "ck_profiles_username_length"),
         ("profiles", "ck_profiles_preferences_valid"),
         ("watchlist_entries", "ck_watchlist_entries_reference_length"),
@@ -852,20 +872,20 @@ def downgrade() -> None:
     op.execute("alter table public.profiles drop constraint ck_profiles_preferences_valid")
     # check ck_profiles_username_length: revert (missing)
     op.execute("alter table public.profiles drop constraint ck_profiles_username_length")
-    # check ck_pools_network_format: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_network_format")
-    # check ck_pools_dex_id_format: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_dex_id_format")
-    # check ck_pools_network_length: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_network_length")
-    # check ck_pools_dex_id_length: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_dex_id_length")
-    # check ck_pools_address_format: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_address_format")
-    # check ck_pools_address_evm_lowercase: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_address_evm_lowercase")
     # check ck_pools_address_length: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_address_length")
+    # check ck_pools_network_format: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_network_format")
+    # check ck_pools_network_length: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_network_length")
+    # check ck_pools_dex_id_format: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_dex_id_format")
+    # check ck_pools_dex_id_length: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_dex_id_length")
+    # check ck_pools_address_evm_lowercase: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_address_evm_lowercase")
+    # check ck_pools_address_format: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_address_format")
     # check ck_alerts_webhook_secret_length: revert (not declared)
     op.execute(
         "alter table public.alerts add constraint ck_alerts_webhook_secret_length CHECK (((char_length(webhook_secret) >= 32) AND (char_length(webhook_secret) <= 128))) not valid"
@@ -888,74 +908,78 @@ def downgrade() -> None:
     )
     # check ck_alerts_cooldown_seconds_range: revert (missing)
     op.execute("alter table public.alerts drop constraint ck_alerts_cooldown_seconds_range")
-    # check ck_alerts_channels_valid: revert (missing)
-    op.execute("alter table public.alerts drop constraint ck_alerts_channels_valid")
     # check ck_alerts_conditions_valid: revert (missing)
     op.execute("alter table public.alerts drop constraint ck_alerts_conditions_valid")
-    # check ck_tokens_address_format: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_address_format")
-    # check ck_tokens_address_length: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_address_length")
-    # check ck_tokens_network_format: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_network_format")
-    # check ck_tokens_name_length: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_name_length")
-    # check ck_tokens_symbol_length: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_length")
+    # check ck_alerts_channels_valid: revert (missing)
+    op.execute("alter table public.alerts drop constraint ck_alerts_channels_valid")
     # check ck_tokens_address_evm_lowercase: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_address_evm_lowercase")
+    # check ck_tokens_address_length: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_address_length")
+    # check ck_tokens_symbol_length: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_length")
+    # check ck_tokens_name_length: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_name_length")
     # check ck_tokens_network_length: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_network_length")
+    # check ck_tokens_address_format: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_address_format")
     # check ck_tokens_symbol_format: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_symbol_format")
+    # check ck_tokens_network_format: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_network_format")
     # check ck_system_events_event_type_length: revert (missing)
     op.execute(
         "alter table public.system_events drop constraint ck_system_events_event_type_length"
     )
-    # check ck_smc_patterns_exchange_length: revert (missing)
-    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_length")
     # check ck_smc_patterns_exchange_format: revert (missing)
     op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_format")
-    # check ck_smc_patterns_symbol_length: revert (missing)
-    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_length")
     # check ck_smc_patterns_symbol_format: revert (missing)
     op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_format")
+    # check ck_smc_patterns_exchange_length: revert (missing)
+    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_length")
+    # check ck_smc_patterns_symbol_length: revert (missing)
+    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_length")
     # check ck_ohlcv_prices_positive: revert (not declared)
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_prices_positive CHECK (((open > (0)::numeric) AND (high > (0)::numeric) AND (low > (0)::numeric) AND (close > (0)::numeric))) not valid"
     )
-    # check ck_ohlcv_close_positive: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_close_positive")
-    # check ck_ohlcv_high_positive: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_high_positive")
-    # check ck_ohlcv_source_length: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_length")
-    # check ck_ohlcv_open_positive: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_open_positive")
-    # check ck_ohlcv_symbol_format: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_format")
-    # check ck_ohlcv_low_positive: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_low_positive")
     # check ck_ohlcv_symbol_length: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_length")
     # check ck_ohlcv_source_format: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_format")
+    # check ck_ohlcv_close_positive: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_close_positive")
+    # check ck_ohlcv_symbol_format: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_format")
+    # check ck_ohlcv_source_length: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_length")
+    # check ck_ohlcv_low_positive: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_low_positive")
+    # check ck_ohlcv_high_positive: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_high_positive")
+    # check ck_ohlcv_open_positive: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_open_positive")
     # check ck_market_data_bid_ask_positive: revert (not declared)
     op.execute(
         "alter table public.market_data add constraint ck_market_data_bid_ask_positive CHECK (((bid > (0)::numeric) AND (ask > (0)::numeric))) not valid"
     )
-    # check ck_market_data_exchange_format: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_exchange_format")
     # check ck_market_data_ask_positive: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_ask_positive")
-    # check ck_market_data_bid_positive: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_bid_positive")
+    # check ck_market_data_exchange_format: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_exchange_format")
     # check ck_market_data_symbol_format: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_symbol_format")
+    # check ck_market_data_bid_positive: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_bid_positive")
     # check ck_market_data_symbol_length: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_symbol_length")
     # check ck_market_data_exchange_length: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_exchange_length")
+    # check ck_liquidity_zones_exchange_format: revert (missing)
+    op.execute(
+        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_format"
+    )
     # check ck_liquidity_zones_symbol_format: revert (missing)
     op.execute(
         "alter table public.liquidity_zones drop constraint ck_liquidity_zones_symbol_format"
@@ -968,23 +992,19 @@ def downgrade() -> None:
     op.execute(
         "alter table public.liquidity_zones drop constraint ck_liquidity_zones_symbol_length"
     )
-    # check ck_liquidity_zones_exchange_format: revert (missing)
-    op.execute(
-        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_format"
-    )
-    # check ck_dexes_name_length: revert (missing)
-    op.execute("alter table public.dexes drop constraint ck_dexes_name_length")
+    # check ck_dexes_id_length: revert (missing)
+    op.execute("alter table public.dexes drop constraint ck_dexes_id_length")
+    # check ck_dexes_network_format: revert (missing)
+    op.execute("alter table public.dexes drop constraint ck_dexes_network_format")
     # check ck_dexes_id_format: revert (is CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)), declared CHECK ((id ~ '^[a-z0-9_-]+$'::text)))
     op.execute("alter table public.dexes drop constraint ck_dexes_id_format")
     op.execute(
         "alter table public.dexes add constraint ck_dexes_id_format CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)) not valid"
     )
+    # check ck_dexes_name_length: revert (missing)
+    op.execute("alter table public.dexes drop constraint ck_dexes_name_length")
     # check ck_dexes_network_length: revert (missing)
     op.execute("alter table public.dexes drop constraint ck_dexes_network_length")
-    # check ck_dexes_id_length: revert (missing)
-    op.execute("alter table public.dexes drop constraint ck_dexes_id_length")
-    # check ck_dexes_network_format: revert (missing)
-    op.execute("alter table public.dexes drop constraint ck_dexes_network_format")
     # check ck_collection_runs_collector_length: revert (missing)
     op.execute(
         "alter table public.collection_runs drop constraint ck_collection_runs_collector_length"
@@ -1015,12 +1035,6 @@ def downgrade() -> None:
     op.execute("drop function if exists private.doc_preferences(jsonb)")
     # function private.doc_notification_defaults(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_notification_defaults(jsonb)")
-    # function private.valid_alert_channels(jsonb): revert (missing)
-    op.execute("drop function if exists private.valid_alert_channels(jsonb)")
-    # function private.doc_webhook_channel(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_webhook_channel(jsonb)")
-    # function private.doc_in_app_channel(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_in_app_channel(jsonb)")
     # function private.valid_alert_conditions(jsonb): revert (missing)
     op.execute("drop function if exists private.valid_alert_conditions(jsonb)")
     # function private.doc_smc_pattern_conditions(jsonb): revert (missing)
@@ -1031,6 +1045,12 @@ def downgrade() -> None:
     op.execute("drop function if exists private.doc_price_level_conditions(jsonb)")
     # function private.doc_whale_transaction_conditions(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_whale_transaction_conditions(jsonb)")
+    # function private.valid_alert_channels(jsonb): revert (missing)
+    op.execute("drop function if exists private.valid_alert_channels(jsonb)")
+    # function private.doc_webhook_channel(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_webhook_channel(jsonb)")
+    # function private.doc_in_app_channel(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_in_app_channel(jsonb)")
     # function private.doc_number(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_number(jsonb)")
     # function private.enforce_watchlist_entries_quota(): revert (missing)
