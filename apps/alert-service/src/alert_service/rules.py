@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
+from alert_service.queries import webhook_url
 from database.errors import ConflictError, InvalidInputError, NotFoundError
 from database.repositories import Repository
 from database.schema import Alert, AlertCreate, AlertEvent, AlertUpdate
 from database.schema.base import Page
+from service_kit.egress import TargetPolicy, TargetRefusedError
 
 MAX_RULES_PER_USER = 100
 _COUNT_MINE = sa.text("select count(*) from alerts where user_id = :user_id")
@@ -48,6 +51,25 @@ def _new_secret() -> str:
     return secrets.token_hex(32)
 
 
+def check_webhook_targets(channels: Any, /, *, targets: TargetPolicy) -> None:
+    """Every webhook channel must point at a public HTTPS endpoint (its host resolved now; the
+    deliverer checks again at every delivery). Resolves host names: call it off the event
+    loop, before the session's transaction starts."""
+    for index, channel in enumerate(channels or []):
+        if getattr(channel, "type", None) != "webhook":
+            continue
+        try:
+            targets.check_url(str(channel.url))
+        except TargetRefusedError as exc:
+            rule = f"must be a public HTTPS endpoint ({exc.reason})"
+            loc = ["body", "channels", index, "url"]
+            raise InvalidInputError(
+                field=f"channels.{index}.url",
+                rule=rule,
+                errors=[{"loc": loc, "msg": rule, "type": "webhook_target"}],
+            ) from None
+
+
 def create_rule(session: Session, /, *, user_id: uuid.UUID, data: AlertCreate) -> SavedRule:
     count = session.execute(_COUNT_MINE, {"user_id": user_id}).scalar_one()
     if count >= MAX_RULES_PER_USER:
@@ -76,14 +98,30 @@ def update_rule(session: Session, /, *, rule_id: uuid.UUID, data: AlertUpdate) -
         raise InvalidInputError(
             field="conditions.alert_type", rule=f"must stay {current.alert_type}"
         )
-    rule = AlertRepository(session).update(id=rule_id, data=data)
-    if rule is None:  # deleted meanwhile
-        raise NotFoundError(what="alert")
-    secret = None
-    if _has_webhook(data.channels) and rule.webhook_secret is None:
-        secret = rule.webhook_secret = _new_secret()
-        session.flush()
+    try:
+        rule = AlertRepository(session).update(id=rule_id, data=data)
+        if rule is None:  # deleted meanwhile
+            raise NotFoundError(what="alert")
+        secret = None
+        if _has_webhook(data.channels) and rule.webhook_secret is None:
+            secret = rule.webhook_secret = _new_secret()
+            session.flush()
+    except StaleDataError:  # deleted by a concurrent request between our read and our write
+        raise NotFoundError(what="alert") from None
     return SavedRule(rule, secret)
+
+
+def rotate_webhook_secret(session: Session, /, *, rule_id: uuid.UUID) -> str:
+    """A new signing secret for the rule's webhook deliveries (the old one stops working)."""
+    rule = get_rule(session, rule_id=rule_id)
+    if webhook_url(rule.channels) is None:
+        raise ConflictError(field="channels", rule="the rule has no webhook channel")
+    secret = rule.webhook_secret = _new_secret()
+    try:
+        session.flush()
+    except StaleDataError:
+        raise NotFoundError(what="alert") from None
+    return secret
 
 
 def delete_rule(session: Session, /, *, rule_id: uuid.UUID) -> None:

@@ -35,14 +35,19 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.connect import Purpose, create_async_engine_for, create_engine_for
-from database.errors import DatabaseUnavailableError
+from database.errors import DatabaseUnavailableError, UnknownUserError
 from database.settings import Settings, get_settings
 
 Claims = Mapping[str, Any]
 
-# One round trip per transaction: role and claims, both transaction-local.
+# One round trip per transaction: role and claims, both transaction-local, and whether a
+# signed-in user still exists (a primary-key probe: a token outlives a deleted user, and one
+# signed for a user of another project names nobody here). The probe's privileges are checked
+# when the statement starts, before `role` changes: the login role reads auth.users(id).
 _IMPERSONATE = text(
-    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true)"
+    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true),"
+    " :role <> 'authenticated' or exists (select 1 from auth.users"
+    " where id = cast(cast(:claims as jsonb) ->> 'sub' as uuid)) as known"
 )
 _API_ROLES = {"anon", "authenticated"}
 
@@ -251,9 +256,12 @@ _HEALTH_SQL = text(
 
 
 def impersonate(connection: Connection, identity: tuple[str, str]) -> None:
-    """Make the rest of the connection's transaction run as `identity` (role + claims)."""
+    """Make the rest of the connection's transaction run as `identity` (role + claims).
+    UnknownUserError when the claims name a user that is not in auth.users."""
     role, claims_json = identity
-    connection.execute(_IMPERSONATE, {"role": role, "claims": claims_json})
+    known = connection.execute(_IMPERSONATE, {"role": role, "claims": claims_json}).one().known
+    if not known:
+        raise UnknownUserError()
 
 
 def _impersonate_on_begin(session: Session, identity: tuple[str, str]) -> None:

@@ -3,10 +3,12 @@
 | error                      | status | body                                   |
 |----------------------------|--------|----------------------------------------|
 | InvalidTokenError          | 401    | `{"detail": reason}` + WWW-Authenticate |
+| UnknownUserError           | 401    | the same: the token names no user       |
 | NotFoundError              | 404    | `{"detail": "no such …"}`              |
 | ConflictError              | 409    | `{"detail": rule, "field": field}`     |
 | BodyTooLargeError          | 413    | `{"detail": …}`                        |
 | InvalidInputError          | 422    | FastAPI's shape: `{"detail": [{loc, msg, type}]}` |
+| a body that is not UTF-8   | 422    | the same shape (FastAPI alone says 400) |
 | DatabaseUnavailableError   | 503    | `{"detail": "database unavailable"}`   |
 """
 
@@ -16,13 +18,17 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
 
 from database.errors import (
     ConflictError,
     DatabaseUnavailableError,
     InvalidInputError,
     NotFoundError,
+    UnknownUserError,
 )
 from service_kit.tokens import InvalidTokenError
 
@@ -35,14 +41,43 @@ class BodyTooLargeError(Exception):
         super().__init__(f"request body over {limit} bytes")
 
 
+# -- the bodies of error answers, for the OpenAPI documents ------------------------------
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+class ConflictMessage(BaseModel):
+    detail: str
+    field: str
+
+
+class Problem(BaseModel):
+    model_config = ConfigDict(extra="allow")  # FastAPI adds `input` and `ctx`
+    loc: list[str | int]
+    msg: str
+    type: str | None = None
+
+
+class ValidationMessage(BaseModel):
+    detail: list[Problem]
+
+
 #: Shared by every endpoint's OpenAPI `responses=`: what the error handlers can answer.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, malformed, expired or forged access token"},
-    404: {"description": "No such row, or not one the caller may see"},
-    409: {"description": "The write conflicts with what is stored"},
-    413: {"description": "Request body too large"},
-    422: {"description": "A parameter or field breaks a rule (named in `detail`)"},
-    503: {"description": "The database is unavailable"},
+    401: {
+        "description": "Missing, malformed, expired or forged access token, or its user is gone",
+        "model": ErrorMessage,
+    },
+    404: {"description": "No such row, or not one the caller may see", "model": ErrorMessage},
+    409: {"description": "The write conflicts with what is stored", "model": ConflictMessage},
+    413: {"description": "Request body too large", "model": ErrorMessage},
+    422: {
+        "description": "A parameter or field breaks a rule (named in `detail[].loc`)",
+        "model": ValidationMessage,
+    },
+    503: {"description": "The database is unavailable", "model": ErrorMessage},
 }
 
 
@@ -76,6 +111,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidTokenError)
     async def _token(_: Request, exc: InvalidTokenError) -> JSONResponse:
         return unauthorized(exc.reason)
+
+    @app.exception_handler(UnknownUserError)
+    async def _unknown_user(_: Request, exc: UnknownUserError) -> JSONResponse:
+        return unauthorized("token's user does not exist")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        # FastAPI answers 400 for a body it cannot decode (not UTF-8); the documents promise 422
+        # for every malformed input, with the same shape as any other.
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            problem = {"loc": ["body"], "msg": "the body is not valid JSON", "type": "json_invalid"}
+            return JSONResponse({"detail": [problem]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
