@@ -6,7 +6,7 @@
 | UnknownUserError           | 401    | the same: the token names no user       |
 | NotFoundError              | 404    | `{"detail": "no such …"}`              |
 | ConflictError              | 409    | `{"detail": rule, "field": field}`     |
-| BodyTooLargeError          | 413    | `{"detail": …}`                        |
+| a body over the limit      | 413    | `{"detail": …}` (sent by app.BodyLimit) |
 | InvalidInputError          | 422    | FastAPI's shape: `{"detail": [{loc, msg, type}]}` |
 | a body that is not UTF-8   | 422    | the same shape (FastAPI alone says 400) |
 | DatabaseUnavailableError   | 503    | `{"detail": "database unavailable"}`   |
@@ -33,12 +33,6 @@ from database.errors import (
 from service_kit.tokens import InvalidTokenError
 
 log = logging.getLogger("service_kit")
-
-
-class BodyTooLargeError(Exception):
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        super().__init__(f"request body over {limit} bytes")
 
 
 # -- the bodies of error answers, for the OpenAPI documents ------------------------------
@@ -98,7 +92,9 @@ def invalid_input_body(exc: InvalidInputError, *, location: str = "query") -> di
     """FastAPI's own 422 shape: `loc` starts with where the value came from."""
     detail = []
     for error in exc.errors:
-        loc = [str(part) for part in error.get("loc", [])] or exc.field.split(".")
+        # List indexes stay numbers, as in FastAPI's own answers (`["body", "channels", 1]`).
+        loc = [p if isinstance(p, int) else str(p) for p in error.get("loc", [])]
+        loc = loc or list(exc.field.split("."))
         if loc[0] not in ("body", "query", "path", "header"):
             loc = [location, *loc]
         detail.append({"loc": loc, "msg": error.get("msg", exc.rule), "type": error.get("type")})
@@ -132,10 +128,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConflictError)
     async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
         return JSONResponse({"detail": exc.rule, "field": exc.field}, status_code=409)
-
-    @app.exception_handler(BodyTooLargeError)
-    async def _too_large(_: Request, exc: BodyTooLargeError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(InvalidInputError)
     async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:

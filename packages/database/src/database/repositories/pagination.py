@@ -93,11 +93,9 @@ def decode_cursor(cursor: str, *, width: int, listing: str) -> list[Any]:
         raise foreign
     try:
         document = json.loads(payload)
-        if document["l"] != listing:
-            raise InvalidInputError(field="cursor", rule="belongs to a different listing")
-        values = [_decode_value(v) for v in document["v"]]
+        owner, values = document["l"], [_decode_value(v) for v in document["v"]]
     except (ValueError, KeyError, TypeError, AttributeError):  # signed, so only an old format
         raise foreign from None
-    if len(values) != width:
+    if owner != listing or len(values) != width:
         raise InvalidInputError(field="cursor", rule="belongs to a different listing")
     return values
