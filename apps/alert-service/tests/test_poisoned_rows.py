@@ -6,7 +6,6 @@ cursor moves on, deliveries that cannot be made fail alone, and neither loop die
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -36,53 +35,6 @@ Writer = Callable[..., uuid.UUID]
 @pytest.fixture(autouse=True)
 def _system_events(truncate_after: Callable[..., None]) -> None:
     truncate_after("system_events")
-
-
-@pytest.fixture
-def owner_rules(database: Database) -> Iterator[Writer]:
-    """`write(conditions=…, channels=…, secret=…)`: an alert row as the owner would write it,
-    with every CHECK on alerts dropped for the test and triggers off; restored afterwards."""
-    with database.service_session() as s:
-        checks = s.execute(
-            text(
-                "select conname, pg_get_constraintdef(oid) from pg_constraint"
-                " where conrelid = 'public.alerts'::regclass and contype = 'c'"
-            )
-        ).all()
-        for name, _ in checks:
-            s.execute(text(f'alter table alerts drop constraint "{name}"'))
-
-    def write(
-        *,
-        conditions: Any,
-        channels: Any = None,
-        secret: str | None = None,
-        user: uuid.UUID | None = None,
-    ) -> uuid.UUID:
-        with database.service_session() as s:
-            s.execute(text("set local session_replication_role = replica"))
-            if user is None:
-                user = s.execute(
-                    text("insert into auth.users (id) values (gen_random_uuid()) returning id")
-                ).scalar_one()
-            rule: uuid.UUID = s.execute(
-                text(
-                    "insert into alerts (user_id, name, alert_type, conditions, channels,"
-                    " webhook_secret, cooldown_seconds) values (:u, 'rule', 'whale_transaction',"
-                    " cast(:c as jsonb), cast(:ch as jsonb), :secret, 0) returning id"
-                ),
-                {"u": user, "c": json.dumps(conditions), "secret": secret,
-                 "ch": json.dumps(channels if channels is not None else [{"type": "in_app"}])},
-            ).scalar_one()  # fmt: skip
-        return rule
-
-    try:
-        yield write
-    finally:
-        with database.service_session() as s:
-            s.execute(text("truncate alerts cascade"))
-            for name, definition in checks:
-                s.execute(text(f'alter table alerts add constraint "{name}" {definition}'))
 
 
 def _ingest(database: Database, n: int) -> list[str]:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
 from alert_service.queries import webhook_url
-from database.errors import ConflictError, InvalidInputError, NotFoundError
+from database.errors import ConflictError, InvalidInputError, NotFoundError, invalid_input
 from database.repositories import Repository
 from database.schema import Alert, AlertCreate, AlertEvent, AlertUpdate
 from database.schema.base import Page
@@ -108,6 +109,13 @@ def update_rule(session: Session, /, *, rule_id: uuid.UUID, data: AlertUpdate) -
             session.flush()
     except StaleDataError:  # deleted by a concurrent request between our read and our write
         raise NotFoundError(what="alert") from None
+    except ValidationError as exc:  # the stored row, merged with the patch, breaks the model
+        problem = invalid_input(exc)
+        raise ConflictError(
+            field=problem.field,
+            rule=f"the stored alert breaks a rule ({problem.field}: {problem.rule});"
+            " update it with valid values or delete it",
+        ) from None
     return SavedRule(rule, secret)
 
 
