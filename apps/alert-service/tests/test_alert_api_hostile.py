@@ -229,11 +229,27 @@ def _locks_waiting(database: Database) -> int:
         )
 
 
+def _activity(database: Database) -> list[Any]:
+    with database.service_session() as s:
+        return list(
+            s.execute(
+                text(
+                    "select state, wait_event_type, wait_event, left(query, 60) from"
+                    " pg_stat_activity where datname = current_database()"
+                )
+            ).all()
+        )
+
+
 def test_a_patch_racing_a_delete_is_404(app: Any, database: Database, me: dict[str, str]) -> None:
     """Deterministic: the PATCH reads the rule, then waits on the row lock of a DELETE that
     commits while it waits. Then a storm of concurrent PATCHes and DELETEs over real HTTP."""
     with serve(app) as url, httpx.Client(base_url=url, headers=me, timeout=30) as http:
         rule = http.post("/alerts", json=RULE).json()["id"]
+        with database.service_session() as s:  # committed before the 201 was sent
+            assert s.execute(
+                text("select count(*) from alerts where id = :i"), {"i": rule}
+            ).scalar()
         outcome: list[httpx.Response] = []
         with database.engine.connect() as deleting:
             deleting.execute(text("delete from alerts where id = :i"), {"i": rule})
@@ -243,7 +259,8 @@ def test_a_patch_racing_a_delete_is_404(app: Any, database: Database, me: dict[s
             patch.start()
             deadline = time.monotonic() + 20
             while not _locks_waiting(database):
-                assert time.monotonic() < deadline, "the PATCH never waited for the row"
+                assert time.monotonic() < deadline, f"the PATCH never waited: {_activity(database)}"
+                assert not outcome, outcome[0].text  # answered without waiting for the row
                 time.sleep(0.05)
             deleting.commit()
         patch.join(timeout=30)
