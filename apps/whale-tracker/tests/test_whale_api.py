@@ -229,3 +229,45 @@ def test_health_tells_only_up_or_down(client: TestClient, signed_in: uuid.UUID) 
     # Not even a signed-in user learns the server's version, latency or pool.
     mine = client.get("/health", headers={"Authorization": f"Bearer {token(signed_in)}"})
     assert mine.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "spell", [str.upper, lambda u: u.replace("-", ""), lambda u: "{" + u + "}"]
+)
+def test_tokens_must_name_an_existing_user_spelled_canonically(
+    client: TestClient, signed_in: uuid.UUID, spell: Any
+) -> None:
+    bearer = {"Authorization": f"Bearer {token(spell(str(signed_in)))}"}
+    response = client.get("/whale-transactions", headers=bearer)
+    assert response.status_code == 401 and "subject" in response.json()["detail"]
+    ghost = {"Authorization": f"Bearer {token(uuid.uuid4())}"}
+    response = client.get("/whale-transactions", headers=ghost)
+    assert response.json() == {"detail": "token's user does not exist"}
+    assert response.status_code == 401
+    assert client.get("/whale-transactions").status_code == 200  # anonymous is fine
+
+
+def test_cursors_are_signed(client: TestClient, loaded: int) -> None:
+    cursor = client.get("/whale-transactions", params={"limit": 5}).json()["next_cursor"]
+    body, _, mac = cursor.partition(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+    response = client.get("/whale-transactions", params={"cursor": forged})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == [
+        "query", "cursor"
+    ]  # fmt: skip
+
+
+def test_the_document_declares_every_status_and_pattern(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            declared = set(operation["responses"])
+            expected = {"413", "422", "503"} | ({"401"} if path != "/health" else set())
+            assert expected <= declared, (method, path, declared)
+    one = spec["paths"]["/whale-transactions/{tx_hash}"]["get"]
+    assert {"404", "409"} <= set(one["responses"])
+    tx_hash = {p["name"]: p for p in one["parameters"]}["tx_hash"]
+    assert tx_hash["schema"]["pattern"] == "^0[xX][0-9a-fA-F]{64}$"
+    listing = {p["name"]: p for p in spec["paths"]["/whale-transactions"]["get"]["parameters"]}
+    assert listing["cursor"]["schema"]["anyOf"][0]["pattern"]
+    assert listing["since"]["schema"]["anyOf"][0]["pattern"]
