@@ -1,5 +1,6 @@
 """The evaluator and the deliverer against the real database: NOTIFY, catch-up, two workers,
-cooldowns, webhook retries and signatures (a receiver on loopback)."""
+cooldowns, webhook retries and signatures (an HTTPS receiver on loopback, reachable only
+because the tests allow `localhost` through WEBHOOK_ALLOWED_HOSTS)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -25,6 +25,8 @@ from database.repositories import BulkWriter
 from database.schema import WhaleTransaction, WhaleTransactionCreate
 from database.sessions import Database
 from database.settings import load_settings
+from database_tools.https_receiver import HttpsReceiver
+from service_kit.egress import PublicClient, TargetPolicy
 
 SETTLE = 0.4  # the evaluator reads rows older than the oldest open transaction minus 0.25 s
 
@@ -77,7 +79,13 @@ def rule(database: Database) -> Callable[..., uuid.UUID]:
             }
             if channels:
                 data["channels"] = channels
-            return AlertRepository(s).create(data=data, user_id=user).id
+            rule = AlertRepository(s).create(data=data, user_id=user).id
+            # The database issued a random secret; a known one lets the test check signatures.
+            s.execute(
+                text("update alert_webhook_secrets set secret = :k where alert_id = :a"),
+                {"k": "5" * 64, "a": rule},
+            )
+            return rule
 
     return make
 
@@ -173,74 +181,20 @@ def test_cooldown_is_honoured(database: Database, ingest: Any, rule: Any) -> Non
     assert len(_events(database, eager)) == 6
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    """Fails the first `failures` requests with 503, then accepts (and keeps) the rest."""
-
-    failures = 0
-    seen: list[tuple[dict[str, str], bytes]] = []
-    accepted: list[tuple[dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        headers = dict(self.headers.items())
-        type(self).seen.append((headers, body))
-        if len(type(self).seen) <= type(self).failures:
-            self.send_response(503)
-        else:
-            type(self).accepted.append((headers, body))
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver(loopback_webhooks: None) -> Iterator[tuple[str, type[_Receiver]]]:
-    _Receiver.seen, _Receiver.accepted = [], []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver
-    server.shutdown()
+def receiver() -> Iterator[HttpsReceiver]:
+    with HttpsReceiver() as r:
+        yield r
 
 
-@pytest.fixture
-def loopback_webhooks(database: Database) -> Iterator[None]:
-    """The receiver is http on loopback, which the channels rule refuses (https, public host
-    names): the rule is lifted for the test, as an owner could, and put back after."""
-    with database.service_session() as s:
-        s.execute(text("alter table alerts drop constraint ck_alerts_channels_valid"))
-    yield
-    with database.service_session() as s:
-        s.execute(text("delete from alerts where not private.valid_alert_channels(channels)"))
-        s.execute(
-            text(
-                "alter table alerts add constraint ck_alerts_channels_valid"
-                " check (private.valid_alert_channels(channels))"
-            )
-        )
-
-
-def _secret(database: Database, alert: uuid.UUID) -> str:
-    with database.service_session() as s:
-        secret: str = s.execute(
-            text("select secret from alert_webhook_secrets where alert_id = :a"), {"a": alert}
-        ).scalar_one()
-    return secret
-
-
-def _webhook_rule(database: Database, rule: Callable[..., uuid.UUID], url: str) -> uuid.UUID:
-    """A rule delivering to `url` (set by SQL: the API only takes https; the receiver is http)."""
-    alert = rule(channels=[{"type": "webhook", "url": "https://placeholder.example/hook"}])
-    with database.service_session() as s:
-        s.execute(
-            text(
-                "update alerts set channels = jsonb_build_array(jsonb_build_object("
-                "'type', 'webhook', 'url', cast(:u as text))) where id = :a"
-            ),
-            {"u": url, "a": alert},
-        )
-    return alert
+def deliverer_for(
+    database: Database, receiver: HttpsReceiver, *, backoff: Backoff | None = None
+) -> Deliverer:
+    """A deliverer allowed to reach the loopback receiver — through the setting, as a
+    developer would — and trusting its certificate authority."""
+    targets = TargetPolicy.from_settings(load_settings(webhook_allowed_hosts="localhost"))
+    client = PublicClient(targets, ssl_context=receiver.client_context())
+    return Deliverer(database, backoff=backoff, client=client)
 
 
 def _deliver_until(deliverer: Deliverer, done: Callable[[], bool]) -> None:
@@ -252,42 +206,60 @@ def _deliver_until(deliverer: Deliverer, done: Callable[[], bool]) -> None:
 
 
 def test_webhook_retried_until_accepted_once_with_a_valid_signature(
-    database: Database, ingest: Any, rule: Any, receiver: tuple[str, type[_Receiver]]
+    database: Database, ingest: Any, rule: Any, receiver: HttpsReceiver
 ) -> None:
-    url, handler = receiver
-    handler.failures = 2
-    alert = _webhook_rule(database, rule, url)
+    receiver.statuses = [503, 503, 204]
+    alert = rule(channels=[{"type": "webhook", "url": receiver.url()}])
     ingest(1)
     time.sleep(SETTLE)
     Evaluator(database).run_until_idle()
     (event,) = _events(database, alert)
     assert event.delivery_status == "pending"
-    deliverer = Deliverer(database, backoff=Backoff(base_seconds=0.01, max_attempts=5))
+    deliverer = deliverer_for(
+        database, receiver, backoff=Backoff(base_seconds=0.01, max_attempts=5)
+    )
     _deliver_until(deliverer, lambda: _events(database, alert)[0].delivery_status != "pending")
     (event,) = _events(database, alert)
     assert (event.delivery_status, event.attempts) == ("delivered", 3)
-    assert len(handler.accepted) == 1 and len(handler.seen) == 3
-    headers, body = handler.accepted[0]
-    secret = _secret(database, alert)
-    assert verify(secret, int(headers[TIMESTAMP_HEADER]), body, headers[SIGNATURE_HEADER])
+    assert len(receiver.received) == 3
+    headers, body, sni = receiver.received[-1]
+    assert sni == "localhost"
+    assert verify("5" * 64, int(headers[TIMESTAMP_HEADER]), body, headers[SIGNATURE_HEADER])
     assert not verify("t" * 64, int(headers[TIMESTAMP_HEADER]), body, headers[SIGNATURE_HEADER])
     assert json.loads(body)["event_id"] == str(event.id)
 
 
 def test_webhook_that_always_fails_ends_failed(
-    database: Database, ingest: Any, rule: Any, receiver: tuple[str, type[_Receiver]]
+    database: Database, ingest: Any, rule: Any, receiver: HttpsReceiver
 ) -> None:
-    url, handler = receiver
-    handler.failures = 10**6
-    alert = _webhook_rule(database, rule, url)
+    receiver.statuses = [503]
+    alert = rule(channels=[{"type": "webhook", "url": receiver.url()}])
     ingest(1)
     time.sleep(SETTLE)
     Evaluator(database).run_until_idle()
-    deliverer = Deliverer(database, backoff=Backoff(base_seconds=0.01, max_attempts=4))
+    deliverer = deliverer_for(
+        database, receiver, backoff=Backoff(base_seconds=0.01, max_attempts=4)
+    )
     _deliver_until(deliverer, lambda: _events(database, alert)[0].delivery_status != "pending")
     (event,) = _events(database, alert)
     assert (event.delivery_status, event.attempts, event.last_error) == ("failed", 4, "HTTP 503")
-    assert len(handler.seen) == 4
+    assert len(receiver.received) == 4
+
+
+def test_loopback_webhooks_are_refused_without_the_setting(
+    database: Database, ingest: Any, rule: Any, receiver: HttpsReceiver
+) -> None:
+    alert = rule(channels=[{"type": "webhook", "url": receiver.url()}])
+    ingest(1)
+    time.sleep(SETTLE)
+    Evaluator(database).run_until_idle()
+    client = PublicClient(TargetPolicy.from_settings(load_settings()),
+                          ssl_context=receiver.client_context())  # fmt: skip
+    deliverer = Deliverer(database, backoff=Backoff(max_attempts=1), client=client)
+    _deliver_until(deliverer, lambda: _events(database, alert)[0].delivery_status != "pending")
+    (event,) = _events(database, alert)
+    assert (event.delivery_status, event.last_error) == ("failed", "target refused")
+    assert receiver.received == []
 
 
 def test_the_change_source_follows_the_settings(database: Database) -> None:

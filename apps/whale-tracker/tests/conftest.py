@@ -10,4 +10,6 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated(settings_use_test_database: None, truncate_after: Callable[..., None]) -> None:
-    truncate_after("whale_transactions", "market_data", "collection_runs", "system_events")
+    truncate_after(
+        "whale_transactions", "market_data", "collection_runs", "system_events", "auth.users"
+    )

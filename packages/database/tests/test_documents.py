@@ -264,7 +264,8 @@ WHALE = {"alert_type": "whale_transaction"}
         ("alert_channels", [{"type": "webhook", "url": "https://169.254.169.254/latest"}], False),
         ("alert_channels", [{"type": "webhook", "url": "https://127.0.0.1:8443/"}], False),
         ("alert_channels", [{"type": "webhook", "url": "https://user@hooks.example.com/"}], False),
-        ("alert_channels", [{"type": "webhook", "url": "https://localhost/"}], False),
+        ("alert_channels", [{"type": "webhook", "url": "https://localhost/"}], True),
+        ("alert_channels", [{"type": "webhook", "url": "https://[::1]/"}], False),
         ("alert_channels", [], False),
         ("alert_channels", [{"type": "in_app"}] * 6, False),
         (

@@ -25,11 +25,16 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
+from sqlmodel import Session
+
 from alert_service import queries
 from alert_service.changes import ChangeSource, NotifySource
+from alert_service.quarantine import isolate, quarantine, rule_fault
 from database.sessions import Database
 
 log = logging.getLogger("alert_service.evaluator")
@@ -43,6 +48,7 @@ class Stats:
     batches: int = 0
     transactions: int = 0
     events: int = 0
+    quarantined: int = 0
 
 
 class Evaluator:
@@ -58,7 +64,20 @@ class Evaluator:
 
     def run_batch(self) -> int | None:
         """Evaluate the next batch. Returns its size (0: caught up), or None when another
-        worker holds the cursor."""
+        worker holds the cursor.
+
+        The batch runs as one fast statement per step; when a rule's stored data makes it
+        fail, the batch is redone with the rules isolated (quarantine.py): the failing rules
+        are disabled and every other rule's events are written, so the cursor moves on."""
+        try:
+            return self._batch(isolated=False)
+        except sa.exc.DBAPIError as exc:
+            if rule_fault(exc) is None:
+                raise
+            log.warning("a rule failed the batch (%s): isolating the rules", rule_fault(exc))
+        return self._batch(isolated=True)
+
+    def _batch(self, *, isolated: bool) -> int | None:
         with self.database.service_session() as session:
             cursor = queries.lock_cursor(session, stream=self.stream)
             if cursor is None:
@@ -69,8 +88,12 @@ class Evaluator:
             )
             if not rows:
                 return 0
-            matches = queries.match_whale_rules(session, transaction_ids=[r.id for r in rows])
-            events = queries.record_whale_events(session, matches=matches)
+            ids = [r.id for r in rows]
+            if isolated:
+                events = self._isolated(session, transaction_ids=ids)
+            else:
+                matches = queries.match_whale_rules(session, transaction_ids=ids)
+                events = queries.record_whale_events(session, matches=matches)
             last = rows[-1]
             queries.advance_cursor(
                 session, stream=self.stream, to=queries.Position(last.created_at, last.id)
@@ -80,6 +103,32 @@ class Evaluator:
         self.stats.events += events
         log.info("evaluated %d transactions, %d events", len(rows), events)
         return len(rows)
+
+    def _isolated(self, session: Session, *, transaction_ids: list[uuid.UUID]) -> int:
+        """Match and record rule by rule group; quarantine the rules that fail alone."""
+        matches, bad = isolate(
+            session,
+            queries.whale_rule_ids(session),
+            lambda rules: queries.match_whale_rules(
+                session, transaction_ids=transaction_ids, rule_ids=rules
+            ),
+        )
+        by_rule: dict[uuid.UUID, list[queries.AlertMatch]] = {}
+        for match in matches:
+            by_rule.setdefault(match.alert_id, []).append(match)
+        counts, bad_records = isolate(
+            session,
+            list(by_rule),
+            lambda rules: [
+                queries.record_whale_events(session, matches=[m for r in rules for m in by_rule[r]])
+            ],
+        )
+        for culprit in bad:
+            quarantine(session, culprit=culprit, stage="match")
+        for culprit in bad_records:
+            quarantine(session, culprit=culprit, stage="record")
+        self.stats.quarantined += len(bad) + len(bad_records)
+        return sum(counts)
 
     def run_until_idle(self) -> int:
         """Batches until caught up (or another worker has the cursor); transactions handled."""
@@ -118,13 +167,15 @@ class Evaluator:
         self,
         stop: threading.Event,
         *,
-        source: ChangeSource | None = None,
+        sources: Callable[[], ChangeSource] | None = None,
         catch_up_every: float = 5.0,
     ) -> None:
-        """Evaluate whenever `source` announces new transactions (default: LISTEN/NOTIFY), and
-        catch up at start and every `catch_up_every` seconds. Returns after the batch in hand
-        once `stop` is set."""
-        source = source or NotifySource(self.database)
+        """Evaluate whenever the change source (made by `sources`; default LISTEN/NOTIFY)
+        announces new transactions, and catch up at start and every `catch_up_every` seconds.
+        Returns after the batch in hand once `stop` is set. A failure propagates (a lost
+        listener connection, the database down): `supervisor.Supervisor` restarts the loop,
+        with a fresh source."""
+        source = (sources or (lambda: NotifySource(self.database)))()
         try:
             while not stop.is_set():
                 self.run_until_idle()

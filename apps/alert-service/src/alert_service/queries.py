@@ -108,12 +108,15 @@ def transactions_after(session: Session, *, position: Position) -> bool:
 # -- matching and recording -------------------------------------------------------------------
 
 # Every common condition of a whale_transaction rule, evaluated by the database for a batch.
-_MATCH_WHALES = sa.text("""
+# A rule's conditions are JSON a user wrote, perhaps around the API (the Data API): a value the
+# casts below cannot take fails the statement, and the evaluator then finds the rule and
+# quarantines it (evaluator.py). `{rules}` narrows the rules for that search.
+_MATCH_WHALES_SQL = """
     select a.id as alert_id, a.user_id, t.id as whale_transaction_id, a.cooldown_seconds
       from whale_transactions t
       join alerts a
         on a.enabled
-       and a.alert_type = 'whale_transaction'
+       and a.alert_type = 'whale_transaction'{rules}
        and (a.conditions ->> 'chain' is null or a.conditions ->> 'chain' = t.chain)
        and (a.conditions ->> 'min_value_eth' is null
             or t.value_eth >= (a.conditions ->> 'min_value_eth')::numeric)
@@ -126,7 +129,13 @@ _MATCH_WHALES = sa.text("""
                ?| array_remove(array[t.from_address, t.to_address], null))
      where t.id = any(:ids)
      order by t.block_timestamp, t.id, a.id
-""")
+"""
+_MATCH_WHALES = sa.text(_MATCH_WHALES_SQL.format(rules=""))
+_MATCH_WHALES_OF = sa.text(_MATCH_WHALES_SQL.format(rules="\n       and a.id = any(:rule_ids)"))
+_WHALE_RULES = sa.text(
+    "select id from alerts where enabled and alert_type = 'whale_transaction' order by id"
+)
+_DISABLE = sa.text("update alerts set enabled = false where id = :id returning user_id")
 
 # Candidates become events unless the rule is cooling down (an event within cooldown_seconds)
 # or the pair was recorded before (the unique key: a retry or a second worker changes nothing).
@@ -160,14 +169,33 @@ class AlertMatch:
 
 
 def match_whale_rules(
-    session: Session, *, transaction_ids: Sequence[uuid.UUID]
+    session: Session,
+    *,
+    transaction_ids: Sequence[uuid.UUID],
+    rule_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[AlertMatch]:
     """(rule, transaction) pairs where an enabled whale_transaction rule's conditions hold for
-    a transaction of the batch. Cooldowns are decided when recording."""
-    if not transaction_ids:
+    a transaction of the batch (only the rules `rule_ids`, when given). Cooldowns are decided
+    when recording."""
+    if not transaction_ids or rule_ids == []:
         return []
-    rows = session.execute(_MATCH_WHALES, {"ids": list(transaction_ids)})
+    params: dict[str, Any] = {"ids": list(transaction_ids)}
+    if rule_ids is None:
+        rows = session.execute(_MATCH_WHALES, params)
+    else:
+        rows = session.execute(_MATCH_WHALES_OF, {**params, "rule_ids": list(rule_ids)})
     return [AlertMatch(*row) for row in rows]
+
+
+def whale_rule_ids(session: Session) -> list[uuid.UUID]:
+    """Every enabled whale_transaction rule."""
+    return list(session.execute(_WHALE_RULES).scalars())
+
+
+def disable_rule(session: Session, *, rule_id: uuid.UUID) -> uuid.UUID | None:
+    """Switch a rule off; its owner's id (None when the rule is gone)."""
+    owner: uuid.UUID | None = session.execute(_DISABLE, {"id": rule_id}).scalar_one_or_none()
+    return owner
 
 
 def record_whale_events(session: Session, *, matches: Sequence[AlertMatch]) -> int:
@@ -218,22 +246,40 @@ _SETTLE = sa.text(
 class WebhookJob:
     event_id: uuid.UUID
     alert_id: uuid.UUID
-    payload: dict[str, Any]
+    payload: Any
     attempt: int
     triggered_at: datetime
+    # None when the rule's channels name no usable webhook (a row written around the API).
     url: str | None
     secret: str | None
+
+
+def webhook_url(channels: Any) -> str | None:
+    """The first webhook channel's url, read defensively: `channels` is whatever JSON the
+    row holds, so anything but a list of objects with a string url yields None."""
+    if not isinstance(channels, list):
+        return None
+    for channel in channels:
+        if isinstance(channel, dict) and channel.get("type") == "webhook":
+            url = channel.get("url")
+            return url if isinstance(url, str) and url else None
+    return None
 
 
 def claim_webhooks(session: Session, *, limit: int, lease_seconds: int) -> list[WebhookJob]:
     """Due webhook deliveries, claimed for this worker (attempts already counted)."""
     jobs = []
     for row in session.execute(_CLAIM, {"limit": limit, "lease": lease_seconds}):
-        url = next((c.get("url") for c in row.channels if c.get("type") == "webhook"), None)
-        secret = row.webhook_secret
+        secret = row.webhook_secret if isinstance(row.webhook_secret, str) else None
         jobs.append(
             WebhookJob(
-                row.id, row.alert_id, row.payload, row.attempts, row.triggered_at, url, secret
+                event_id=row.id,
+                alert_id=row.alert_id,
+                payload=row.payload,
+                attempt=row.attempts,
+                triggered_at=row.triggered_at,
+                url=webhook_url(row.channels),
+                secret=secret or None,
             )
         )
     return jobs

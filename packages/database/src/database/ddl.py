@@ -235,6 +235,23 @@ _ROTATE_WEBHOOK_SECRET = Function(
 )
 
 
+# Does a signed-in user's account exist? Checked in the same round trip that sets the role, so
+# the check runs as the API login role, whoever that is: definer, executable by everyone.
+_USER_EXISTS = Function(
+    "private.user_exists",
+    "private.user_exists(uuid)",
+    _sql_function(
+        "private.user_exists",
+        "id uuid",
+        "boolean",
+        "  select exists (select from auth.users u where u.id = user_exists.id)",
+        definer=True,
+        volatility="stable",
+    ),
+    execute=("public",),
+)
+
+
 def _document_functions() -> list[Function]:
     found: dict[str, Function] = {}
     for table in metadata.sorted_tables:
@@ -266,6 +283,7 @@ def declared_functions() -> tuple[Function, ...]:
         _SYNC_WEBHOOK_SECRET,
         _WEBHOOK_SECRET,
         _ROTATE_WEBHOOK_SECRET,
+        _USER_EXISTS,
     )
 
 
@@ -390,6 +408,7 @@ def private_schema_sql() -> list[str]:
         # Bodies may name tables created later in the same revision (as pg_dump does).
         "set local check_function_bodies = off",
         "create schema if not exists private",
-        "revoke all on schema private from public",
-        f"grant usage on schema private to {', '.join(API_ROLES)}",
+        # Usage for every role, the API login role included (its name is a setting): what each
+        # may call is granted function by function.
+        "grant usage on schema private to public",
     ]

@@ -199,8 +199,8 @@ def check_findings(connection: sa.Connection) -> list[Finding]:
 
 _FUNCTION = sa.text(
     "select pg_get_functiondef(p.oid) as definition,"
-    " coalesce((select array_agg(r.rolname::text order by r.rolname)"
-    "           from aclexplode(p.proacl) a join pg_roles r on r.oid = a.grantee"
+    " coalesce((select array_agg(coalesce(r.rolname::text, 'public') order by 1)"
+    "           from aclexplode(p.proacl) a left join pg_roles r on r.oid = a.grantee"
     "           where a.privilege_type = 'EXECUTE' and a.grantee <> p.proowner), '{}')"
     " as executors,"
     " p.proacl is null as default_acl"

@@ -77,6 +77,12 @@ class Repository(Generic[RowT]):
                 return getattr(cls.model, attr.key)
         raise InvalidInputError(field=name, rule=f"is not a column of {table.name}")
 
+    @classmethod
+    def listing(cls, newest_first: bool) -> str:
+        """What a cursor of `list` is bound to: table, sort columns, direction."""
+        direction = "desc" if newest_first else "asc"
+        return f"{cls.model.__tablename__}:{','.join(cls.sort)}:{direction}"
+
     def get(self, *, id: Any) -> RowT | None:
         # Always ask the database: RLS, not the session's identity map, decides visibility.
         return self.session.get(self.model, id, populate_existing=True)  # type: ignore[return-value]
@@ -96,7 +102,7 @@ class Repository(Generic[RowT]):
         conditions = [*where]
         conditions += [self.column(k) == v for k, v in (filters or {}).items()]
         if cursor is not None:
-            values = decode_cursor(cursor, width=len(keys))
+            values = decode_cursor(cursor, width=len(keys), listing=self.listing(newest_first))
             after = sa.tuple_(*(sa.literal(v, k.type) for v, k in zip(values, keys, strict=True)))
             conditions.append(
                 sa.tuple_(*keys) < after if newest_first else sa.tuple_(*keys) > after
@@ -111,7 +117,9 @@ class Repository(Generic[RowT]):
         if len(rows) <= limit:
             return Page.model_construct(data=rows, next_cursor=None)
         last = rows[limit - 1]
-        next_cursor = encode_cursor([getattr(last, k.key) for k in keys])
+        next_cursor = encode_cursor(
+            [getattr(last, k.key) for k in keys], listing=self.listing(newest_first)
+        )
         return Page.model_construct(data=rows[:limit], next_cursor=next_cursor)
 
     def create(self, /, *, data: BaseModel | Mapping[str, Any], **extra: Any) -> RowT:

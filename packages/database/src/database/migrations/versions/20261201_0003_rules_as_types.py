@@ -4,7 +4,7 @@ of the users' reach, column grants for user-owned tables, ids from private.uuid_
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-12-01 08:23:40.625824
+Create Date: 2026-12-01 08:31:22.671279
 """
 
 from collections.abc import Sequence
@@ -45,8 +45,7 @@ def upgrade() -> None:
     # schema private: functions live here
     op.execute("set local check_function_bodies = off")
     op.execute("create schema if not exists private")
-    op.execute("revoke all on schema private from public")
-    op.execute("grant usage on schema private to anon, authenticated, service_role")
+    op.execute("grant usage on schema private to public")
     # function private.uuid_v7(): missing
     op.execute(
         "create or replace function private.uuid_v7() returns uuid\nlanguage sql volatile set search_path = '' as $$\nselect encode(\n    set_bit(set_bit(\n      overlay(uuid_send(gen_random_uuid())\n              placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint)\n                                from 3)\n              from 1 for 6),\n      52, 1), 53, 1),\n    'hex')::uuid\n$$"
@@ -89,7 +88,7 @@ def upgrade() -> None:
     )
     # function private.doc_webhook_channel(jsonb): missing
     op.execute(
-        "create or replace function private.doc_webhook_channel(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('type', 'url'))\n    and (not v ? 'type' or (case when jsonb_typeof((v -> 'type')) = 'string' then coalesce(((v -> 'type') #>> '{}') in ('webhook'), false) else false end))\n    and (v ? 'url' and (case when jsonb_typeof((v -> 'url')) = 'string' then coalesce(char_length(((v -> 'url') #>> '{}')) <= 2048 and ((v -> 'url') #>> '{}') ~ '^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&''()*+,;=:@%/-]*)?(\\?[A-Za-z0-9._~!$&''()*+,;=:@%/?-]*)?$', false) else false end)), false) else false end)\n$$"
+        "create or replace function private.doc_webhook_channel(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('type', 'url'))\n    and (not v ? 'type' or (case when jsonb_typeof((v -> 'type')) = 'string' then coalesce(((v -> 'type') #>> '{}') in ('webhook'), false) else false end))\n    and (v ? 'url' and (case when jsonb_typeof((v -> 'url')) = 'string' then coalesce(char_length(((v -> 'url') #>> '{}')) <= 2048 and ((v -> 'url') #>> '{}') ~ '^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)*[a-z]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&''()*+,;=:@%/-]*)?(\\?[A-Za-z0-9._~!$&''()*+,;=:@%/?-]*)?$', false) else false end)), false) else false end)\n$$"
     )
     op.execute("revoke all on function private.doc_webhook_channel(jsonb) from public")
     op.execute(
@@ -188,6 +187,12 @@ def upgrade() -> None:
     op.execute(
         "grant execute on function private.rotate_webhook_secret(uuid) to authenticated, service_role"
     )
+    # function private.user_exists(uuid): missing
+    op.execute(
+        "create or replace function private.user_exists(id uuid) returns boolean\nlanguage sql stable security definer set search_path = '' as $$\nselect exists (select from auth.users u where u.id = user_exists.id)\n$$"
+    )
+    op.execute("revoke all on function private.user_exists(uuid) from public")
+    op.execute("grant execute on function private.user_exists(uuid) to public")
     # trigger alerts_quota_insert: missing
     op.execute(
         "create trigger alerts_quota_insert before insert on public.alerts for each row execute function private.enforce_alerts_quota()"
@@ -212,84 +217,100 @@ def upgrade() -> None:
     op.execute(
         "create trigger alerts_webhook_secret_update after update of channels on public.alerts for each row when (old.channels is distinct from new.channels) execute function private.sync_webhook_secret()"
     )
-    # check ck_collection_runs_error_length: missing
-    op.execute(
-        "alter table public.collection_runs add constraint ck_collection_runs_error_length check (char_length(error) <= 10000) not valid"
-    )
     # check ck_collection_runs_collector_length: missing
     op.execute(
         "alter table public.collection_runs add constraint ck_collection_runs_collector_length check (char_length(collector) >= 1 and char_length(collector) <= 100) not valid"
     )
-    # check ck_dexes_network_length: missing
+    # check ck_collection_runs_error_length: missing
     op.execute(
-        "alter table public.dexes add constraint ck_dexes_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
+        "alter table public.collection_runs add constraint ck_collection_runs_error_length check (char_length(error) <= 10000) not valid"
+    )
+    # check ck_dexes_id_length: missing
+    op.execute(
+        "alter table public.dexes add constraint ck_dexes_id_length check (char_length(id) >= 1 and char_length(id) <= 64) not valid"
     )
     # check ck_dexes_name_length: missing
     op.execute(
         "alter table public.dexes add constraint ck_dexes_name_length check (char_length(name) >= 1 and char_length(name) <= 100) not valid"
+    )
+    # check ck_dexes_network_format: missing
+    op.execute(
+        "alter table public.dexes add constraint ck_dexes_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+    )
+    # check ck_dexes_network_length: missing
+    op.execute(
+        "alter table public.dexes add constraint ck_dexes_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
     )
     # check ck_dexes_id_format: is CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)), declared CHECK ((id ~ '^[a-z0-9_-]+$'::text))
     op.execute("alter table public.dexes drop constraint ck_dexes_id_format")
     op.execute(
         "alter table public.dexes add constraint ck_dexes_id_format check (id ~ '^[a-z0-9_-]+$') not valid"
     )
-    # check ck_dexes_network_format: missing
-    op.execute(
-        "alter table public.dexes add constraint ck_dexes_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
-    )
-    # check ck_dexes_id_length: missing
-    op.execute(
-        "alter table public.dexes add constraint ck_dexes_id_length check (char_length(id) >= 1 and char_length(id) <= 64) not valid"
-    )
-    # check ck_liquidity_zones_symbol_length: missing
-    op.execute(
-        "alter table public.liquidity_zones add constraint ck_liquidity_zones_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
-    )
     # check ck_liquidity_zones_exchange_length: missing
     op.execute(
         "alter table public.liquidity_zones add constraint ck_liquidity_zones_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
-    )
-    # check ck_liquidity_zones_symbol_format: missing
-    op.execute(
-        "alter table public.liquidity_zones add constraint ck_liquidity_zones_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_liquidity_zones_exchange_format: missing
     op.execute(
         "alter table public.liquidity_zones add constraint ck_liquidity_zones_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
-    # check ck_market_data_exchange_length: missing
+    # check ck_liquidity_zones_symbol_length: missing
     op.execute(
-        "alter table public.market_data add constraint ck_market_data_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
+        "alter table public.liquidity_zones add constraint ck_liquidity_zones_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
-    # check ck_market_data_symbol_length: missing
+    # check ck_liquidity_zones_symbol_format: missing
     op.execute(
-        "alter table public.market_data add constraint ck_market_data_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
-    )
-    # check ck_market_data_bid_positive: missing
-    op.execute(
-        "alter table public.market_data add constraint ck_market_data_bid_positive check (bid > 0) not valid"
+        "alter table public.liquidity_zones add constraint ck_liquidity_zones_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_market_data_symbol_format: missing
     op.execute(
         "alter table public.market_data add constraint ck_market_data_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
-    # check ck_market_data_exchange_format: missing
+    # check ck_market_data_bid_positive: missing
     op.execute(
-        "alter table public.market_data add constraint ck_market_data_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+        "alter table public.market_data add constraint ck_market_data_bid_positive check (bid > 0) not valid"
+    )
+    # check ck_market_data_exchange_length: missing
+    op.execute(
+        "alter table public.market_data add constraint ck_market_data_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
     )
     # check ck_market_data_ask_positive: missing
     op.execute(
         "alter table public.market_data add constraint ck_market_data_ask_positive check (ask > 0) not valid"
     )
+    # check ck_market_data_exchange_format: missing
+    op.execute(
+        "alter table public.market_data add constraint ck_market_data_exchange_format check (exchange ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+    )
+    # check ck_market_data_symbol_length: missing
+    op.execute(
+        "alter table public.market_data add constraint ck_market_data_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
+    )
     # check ck_market_data_bid_ask_positive: not declared
     op.execute("alter table public.market_data drop constraint ck_market_data_bid_ask_positive")
-    # check ck_ohlcv_open_positive: missing
+    # check ck_ohlcv_source_format: missing
     op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_open_positive check (open > 0) not valid"
+        "alter table public.ohlcv add constraint ck_ohlcv_source_format check (source ~ '^[!-~]+$') not valid"
+    )
+    # check ck_ohlcv_close_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_close_positive check (close > 0) not valid"
+    )
+    # check ck_ohlcv_symbol_format: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_ohlcv_high_positive: missing
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_high_positive check (high > 0) not valid"
+    )
+    # check ck_ohlcv_symbol_length: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
+    )
+    # check ck_ohlcv_open_positive: missing
+    op.execute(
+        "alter table public.ohlcv add constraint ck_ohlcv_open_positive check (open > 0) not valid"
     )
     # check ck_ohlcv_low_positive: missing
     op.execute(
@@ -299,35 +320,19 @@ def upgrade() -> None:
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_source_length check (char_length(source) >= 1 and char_length(source) <= 128) not valid"
     )
-    # check ck_ohlcv_symbol_format: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
-    )
-    # check ck_ohlcv_close_positive: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_close_positive check (close > 0) not valid"
-    )
-    # check ck_ohlcv_source_format: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_source_format check (source ~ '^[!-~]+$') not valid"
-    )
-    # check ck_ohlcv_symbol_length: missing
-    op.execute(
-        "alter table public.ohlcv add constraint ck_ohlcv_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
-    )
     # check ck_ohlcv_prices_positive: not declared
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_prices_positive")
-    # check ck_smc_patterns_symbol_length: missing
+    # check ck_smc_patterns_symbol_format: missing
     op.execute(
-        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
+        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_smc_patterns_exchange_length: missing
     op.execute(
         "alter table public.smc_patterns add constraint ck_smc_patterns_exchange_length check (char_length(exchange) >= 1 and char_length(exchange) <= 64) not valid"
     )
-    # check ck_smc_patterns_symbol_format: missing
+    # check ck_smc_patterns_symbol_length: missing
     op.execute(
-        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
+        "alter table public.smc_patterns add constraint ck_smc_patterns_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
     # check ck_smc_patterns_exchange_format: missing
     op.execute(
@@ -337,13 +342,13 @@ def upgrade() -> None:
     op.execute(
         "alter table public.system_events add constraint ck_system_events_event_type_length check (char_length(event_type) >= 1 and char_length(event_type) <= 100) not valid"
     )
-    # check ck_tokens_network_format: missing
+    # check ck_tokens_symbol_length: missing
     op.execute(
-        "alter table public.tokens add constraint ck_tokens_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+        "alter table public.tokens add constraint ck_tokens_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
     )
-    # check ck_tokens_symbol_format: missing
+    # check ck_tokens_address_evm_lowercase: missing
     op.execute(
-        "alter table public.tokens add constraint ck_tokens_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
+        "alter table public.tokens add constraint ck_tokens_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
     )
     # check ck_tokens_address_format: missing
     op.execute(
@@ -353,21 +358,21 @@ def upgrade() -> None:
     op.execute(
         "alter table public.tokens add constraint ck_tokens_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
     )
+    # check ck_tokens_network_format: missing
+    op.execute(
+        "alter table public.tokens add constraint ck_tokens_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
+    )
     # check ck_tokens_name_length: missing
     op.execute(
         "alter table public.tokens add constraint ck_tokens_name_length check (char_length(name) >= 1 and char_length(name) <= 200) not valid"
     )
-    # check ck_tokens_symbol_length: missing
+    # check ck_tokens_symbol_format: missing
     op.execute(
-        "alter table public.tokens add constraint ck_tokens_symbol_length check (char_length(symbol) >= 1 and char_length(symbol) <= 32) not valid"
+        "alter table public.tokens add constraint ck_tokens_symbol_format check (symbol ~ '^[A-Z0-9._/:-]+$') not valid"
     )
     # check ck_tokens_address_length: missing
     op.execute(
         "alter table public.tokens add constraint ck_tokens_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
-    )
-    # check ck_tokens_address_evm_lowercase: missing
-    op.execute(
-        "alter table public.tokens add constraint ck_tokens_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
     )
     # check ck_alerts_channels_valid: missing
     op.execute(
@@ -391,33 +396,33 @@ def upgrade() -> None:
     op.execute("alter table public.alerts drop constraint ck_alerts_cooldown_range")
     # check ck_alerts_webhook_secret_length: not declared
     op.execute("alter table public.alerts drop constraint ck_alerts_webhook_secret_length")
-    # check ck_pools_address_format: missing
-    op.execute(
-        "alter table public.pools add constraint ck_pools_address_format check (address ~ '^[A-Za-z0-9_.:-]+$') not valid"
-    )
     # check ck_pools_address_evm_lowercase: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_address_evm_lowercase check (address !~ '^0[xX]' or address = lower(address)) not valid"
-    )
-    # check ck_pools_dex_id_length: missing
-    op.execute(
-        "alter table public.pools add constraint ck_pools_dex_id_length check (char_length(dex_id) >= 1 and char_length(dex_id) <= 64) not valid"
     )
     # check ck_pools_dex_id_format: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_dex_id_format check (dex_id ~ '^[a-z0-9_-]+$') not valid"
     )
+    # check ck_pools_address_format: missing
+    op.execute(
+        "alter table public.pools add constraint ck_pools_address_format check (address ~ '^[A-Za-z0-9_.:-]+$') not valid"
+    )
+    # check ck_pools_dex_id_length: missing
+    op.execute(
+        "alter table public.pools add constraint ck_pools_dex_id_length check (char_length(dex_id) >= 1 and char_length(dex_id) <= 64) not valid"
+    )
     # check ck_pools_network_length: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_network_length check (char_length(network) >= 1 and char_length(network) <= 64) not valid"
     )
-    # check ck_pools_network_format: missing
-    op.execute(
-        "alter table public.pools add constraint ck_pools_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
-    )
     # check ck_pools_address_length: missing
     op.execute(
         "alter table public.pools add constraint ck_pools_address_length check (char_length(address) >= 1 and char_length(address) <= 128) not valid"
+    )
+    # check ck_pools_network_format: missing
+    op.execute(
+        "alter table public.pools add constraint ck_pools_network_format check (network ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$') not valid"
     )
     # check ck_profiles_username_length: missing
     op.execute(
@@ -557,54 +562,54 @@ def upgrade() -> None:
     )
     # the constraints added NOT VALID above, checked against stored rows
     validate_constraints(
-        ("collection_runs", "ck_collection_runs_error_length"),
         ("collection_runs", "ck_collection_runs_collector_length"),
-        ("dexes", "ck_dexes_network_length"),
-        ("dexes", "ck_dexes_name_length"),
-        ("dexes", "ck_dexes_id_format"),
-        ("dexes", "ck_dexes_network_format"),
+        ("collection_runs", "ck_collection_runs_error_length"),
         ("dexes", "ck_dexes_id_length"),
-        ("liquidity_zones", "ck_liquidity_zones_symbol_length"),
+        ("dexes", "ck_dexes_name_length"),
+        ("dexes", "ck_dexes_network_format"),
+        ("dexes", "ck_dexes_network_length"),
+        ("dexes", "ck_dexes_id_format"),
         ("liquidity_zones", "ck_liquidity_zones_exchange_length"),
-        ("liquidity_zones", "ck_liquidity_zones_symbol_format"),
         ("liquidity_zones", "ck_liquidity_zones_exchange_format"),
-        ("market_data", "ck_market_data_exchange_length"),
-        ("market_data", "ck_market_data_symbol_length"),
-        ("market_data", "ck_market_data_bid_positive"),
+        ("liquidity_zones", "ck_liquidity_zones_symbol_length"),
+        ("liquidity_zones", "ck_liquidity_zones_symbol_format"),
         ("market_data", "ck_market_data_symbol_format"),
-        ("market_data", "ck_market_data_exchange_format"),
+        ("market_data", "ck_market_data_bid_positive"),
+        ("market_data", "ck_market_data_exchange_length"),
         ("market_data", "ck_market_data_ask_positive"),
-        ("ohlcv", "ck_ohlcv_open_positive"),
+        ("market_data", "ck_market_data_exchange_format"),
+        ("market_data", "ck_market_data_symbol_length"),
+        ("ohlcv", "ck_ohlcv_source_format"),
+        ("ohlcv", "ck_ohlcv_close_positive"),
+        ("ohlcv", "ck_ohlcv_symbol_format"),
         ("ohlcv", "ck_ohlcv_high_positive"),
+        ("ohlcv", "ck_ohlcv_symbol_length"),
+        ("ohlcv", "ck_ohlcv_open_positive"),
         ("ohlcv", "ck_ohlcv_low_positive"),
         ("ohlcv", "ck_ohlcv_source_length"),
-        ("ohlcv", "ck_ohlcv_symbol_format"),
-        ("ohlcv", "ck_ohlcv_close_positive"),
-        ("ohlcv", "ck_ohlcv_source_format"),
-        ("ohlcv", "ck_ohlcv_symbol_length"),
-        ("smc_patterns", "ck_smc_patterns_symbol_length"),
-        ("smc_patterns", "ck_smc_patterns_exchange_length"),
         ("smc_patterns", "ck_smc_patterns_symbol_format"),
+        ("smc_patterns", "ck_smc_patterns_exchange_length"),
+        ("smc_patterns", "ck_smc_patterns_symbol_length"),
         ("smc_patterns", "ck_smc_patterns_exchange_format"),
         ("system_events", "ck_system_events_event_type_length"),
-        ("tokens", "ck_tokens_network_format"),
-        ("tokens", "ck_tokens_symbol_format"),
+        ("tokens", "ck_tokens_symbol_length"),
+        ("tokens", "ck_tokens_address_evm_lowercase"),
         ("tokens", "ck_tokens_address_format"),
         ("tokens", "ck_tokens_network_length"),
+        ("tokens", "ck_tokens_network_format"),
         ("tokens", "ck_tokens_name_length"),
-        ("tokens", "ck_tokens_symbol_length"),
+        ("tokens", "ck_tokens_symbol_format"),
         ("tokens", "ck_tokens_address_length"),
-        ("tokens", "ck_tokens_address_evm_lowercase"),
         ("alerts", "ck_alerts_channels_valid"),
         ("alerts", "ck_alerts_conditions_valid"),
         ("alerts", "ck_alerts_cooldown_seconds_range"),
-        ("pools", "ck_pools_address_format"),
         ("pools", "ck_pools_address_evm_lowercase"),
-        ("pools", "ck_pools_dex_id_length"),
         ("pools", "ck_pools_dex_id_format"),
+        ("pools", "ck_pools_address_format"),
+        ("pools", "ck_pools_dex_id_length"),
         ("pools", "ck_pools_network_length"),
-        ("pools", "ck_pools_network_format"),
         ("pools", "ck_pools_address_length"),
+        ("pools", "ck_pools_network_format"),
         ("profiles", "ck_profiles_username_length"),
         ("profiles", "ck_profiles_preferences_valid"),
         ("watchlist_entries", "ck_watchlist_entries_reference_length"),
@@ -872,20 +877,20 @@ def downgrade() -> None:
     op.execute("alter table public.profiles drop constraint ck_profiles_preferences_valid")
     # check ck_profiles_username_length: revert (missing)
     op.execute("alter table public.profiles drop constraint ck_profiles_username_length")
-    # check ck_pools_address_length: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_address_length")
     # check ck_pools_network_format: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_network_format")
+    # check ck_pools_address_length: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_address_length")
     # check ck_pools_network_length: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_network_length")
-    # check ck_pools_dex_id_format: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_dex_id_format")
     # check ck_pools_dex_id_length: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_dex_id_length")
-    # check ck_pools_address_evm_lowercase: revert (missing)
-    op.execute("alter table public.pools drop constraint ck_pools_address_evm_lowercase")
     # check ck_pools_address_format: revert (missing)
     op.execute("alter table public.pools drop constraint ck_pools_address_format")
+    # check ck_pools_dex_id_format: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_dex_id_format")
+    # check ck_pools_address_evm_lowercase: revert (missing)
+    op.execute("alter table public.pools drop constraint ck_pools_address_evm_lowercase")
     # check ck_alerts_webhook_secret_length: revert (not declared)
     op.execute(
         "alter table public.alerts add constraint ck_alerts_webhook_secret_length CHECK (((char_length(webhook_secret) >= 32) AND (char_length(webhook_secret) <= 128))) not valid"
@@ -912,105 +917,105 @@ def downgrade() -> None:
     op.execute("alter table public.alerts drop constraint ck_alerts_conditions_valid")
     # check ck_alerts_channels_valid: revert (missing)
     op.execute("alter table public.alerts drop constraint ck_alerts_channels_valid")
-    # check ck_tokens_address_evm_lowercase: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_address_evm_lowercase")
     # check ck_tokens_address_length: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_address_length")
-    # check ck_tokens_symbol_length: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_length")
+    # check ck_tokens_symbol_format: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_format")
     # check ck_tokens_name_length: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_name_length")
+    # check ck_tokens_network_format: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_network_format")
     # check ck_tokens_network_length: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_network_length")
     # check ck_tokens_address_format: revert (missing)
     op.execute("alter table public.tokens drop constraint ck_tokens_address_format")
-    # check ck_tokens_symbol_format: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_format")
-    # check ck_tokens_network_format: revert (missing)
-    op.execute("alter table public.tokens drop constraint ck_tokens_network_format")
+    # check ck_tokens_address_evm_lowercase: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_address_evm_lowercase")
+    # check ck_tokens_symbol_length: revert (missing)
+    op.execute("alter table public.tokens drop constraint ck_tokens_symbol_length")
     # check ck_system_events_event_type_length: revert (missing)
     op.execute(
         "alter table public.system_events drop constraint ck_system_events_event_type_length"
     )
     # check ck_smc_patterns_exchange_format: revert (missing)
     op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_format")
-    # check ck_smc_patterns_symbol_format: revert (missing)
-    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_format")
-    # check ck_smc_patterns_exchange_length: revert (missing)
-    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_length")
     # check ck_smc_patterns_symbol_length: revert (missing)
     op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_length")
+    # check ck_smc_patterns_exchange_length: revert (missing)
+    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_exchange_length")
+    # check ck_smc_patterns_symbol_format: revert (missing)
+    op.execute("alter table public.smc_patterns drop constraint ck_smc_patterns_symbol_format")
     # check ck_ohlcv_prices_positive: revert (not declared)
     op.execute(
         "alter table public.ohlcv add constraint ck_ohlcv_prices_positive CHECK (((open > (0)::numeric) AND (high > (0)::numeric) AND (low > (0)::numeric) AND (close > (0)::numeric))) not valid"
     )
-    # check ck_ohlcv_symbol_length: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_length")
-    # check ck_ohlcv_source_format: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_format")
-    # check ck_ohlcv_close_positive: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_close_positive")
-    # check ck_ohlcv_symbol_format: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_format")
     # check ck_ohlcv_source_length: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_length")
     # check ck_ohlcv_low_positive: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_low_positive")
-    # check ck_ohlcv_high_positive: revert (missing)
-    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_high_positive")
     # check ck_ohlcv_open_positive: revert (missing)
     op.execute("alter table public.ohlcv drop constraint ck_ohlcv_open_positive")
+    # check ck_ohlcv_symbol_length: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_length")
+    # check ck_ohlcv_high_positive: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_high_positive")
+    # check ck_ohlcv_symbol_format: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_symbol_format")
+    # check ck_ohlcv_close_positive: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_close_positive")
+    # check ck_ohlcv_source_format: revert (missing)
+    op.execute("alter table public.ohlcv drop constraint ck_ohlcv_source_format")
     # check ck_market_data_bid_ask_positive: revert (not declared)
     op.execute(
         "alter table public.market_data add constraint ck_market_data_bid_ask_positive CHECK (((bid > (0)::numeric) AND (ask > (0)::numeric))) not valid"
     )
-    # check ck_market_data_ask_positive: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_ask_positive")
-    # check ck_market_data_exchange_format: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_exchange_format")
-    # check ck_market_data_symbol_format: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_symbol_format")
-    # check ck_market_data_bid_positive: revert (missing)
-    op.execute("alter table public.market_data drop constraint ck_market_data_bid_positive")
     # check ck_market_data_symbol_length: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_symbol_length")
+    # check ck_market_data_exchange_format: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_exchange_format")
+    # check ck_market_data_ask_positive: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_ask_positive")
     # check ck_market_data_exchange_length: revert (missing)
     op.execute("alter table public.market_data drop constraint ck_market_data_exchange_length")
-    # check ck_liquidity_zones_exchange_format: revert (missing)
-    op.execute(
-        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_format"
-    )
+    # check ck_market_data_bid_positive: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_bid_positive")
+    # check ck_market_data_symbol_format: revert (missing)
+    op.execute("alter table public.market_data drop constraint ck_market_data_symbol_format")
     # check ck_liquidity_zones_symbol_format: revert (missing)
     op.execute(
         "alter table public.liquidity_zones drop constraint ck_liquidity_zones_symbol_format"
-    )
-    # check ck_liquidity_zones_exchange_length: revert (missing)
-    op.execute(
-        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_length"
     )
     # check ck_liquidity_zones_symbol_length: revert (missing)
     op.execute(
         "alter table public.liquidity_zones drop constraint ck_liquidity_zones_symbol_length"
     )
-    # check ck_dexes_id_length: revert (missing)
-    op.execute("alter table public.dexes drop constraint ck_dexes_id_length")
-    # check ck_dexes_network_format: revert (missing)
-    op.execute("alter table public.dexes drop constraint ck_dexes_network_format")
+    # check ck_liquidity_zones_exchange_format: revert (missing)
+    op.execute(
+        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_format"
+    )
+    # check ck_liquidity_zones_exchange_length: revert (missing)
+    op.execute(
+        "alter table public.liquidity_zones drop constraint ck_liquidity_zones_exchange_length"
+    )
     # check ck_dexes_id_format: revert (is CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)), declared CHECK ((id ~ '^[a-z0-9_-]+$'::text)))
     op.execute("alter table public.dexes drop constraint ck_dexes_id_format")
     op.execute(
         "alter table public.dexes add constraint ck_dexes_id_format CHECK ((id ~ '^[a-z0-9_-]{1,64}$'::text)) not valid"
     )
-    # check ck_dexes_name_length: revert (missing)
-    op.execute("alter table public.dexes drop constraint ck_dexes_name_length")
     # check ck_dexes_network_length: revert (missing)
     op.execute("alter table public.dexes drop constraint ck_dexes_network_length")
+    # check ck_dexes_network_format: revert (missing)
+    op.execute("alter table public.dexes drop constraint ck_dexes_network_format")
+    # check ck_dexes_name_length: revert (missing)
+    op.execute("alter table public.dexes drop constraint ck_dexes_name_length")
+    # check ck_dexes_id_length: revert (missing)
+    op.execute("alter table public.dexes drop constraint ck_dexes_id_length")
+    # check ck_collection_runs_error_length: revert (missing)
+    op.execute("alter table public.collection_runs drop constraint ck_collection_runs_error_length")
     # check ck_collection_runs_collector_length: revert (missing)
     op.execute(
         "alter table public.collection_runs drop constraint ck_collection_runs_collector_length"
     )
-    # check ck_collection_runs_error_length: revert (missing)
-    op.execute("alter table public.collection_runs drop constraint ck_collection_runs_error_length")
     # trigger alerts_webhook_secret_update: revert (missing)
     op.execute("drop trigger if exists alerts_webhook_secret_update on public.alerts")
     # trigger alerts_webhook_secret_insert: revert (missing)
@@ -1023,6 +1028,8 @@ def downgrade() -> None:
     op.execute("drop trigger if exists alerts_quota_update on public.alerts")
     # trigger alerts_quota_insert: revert (missing)
     op.execute("drop trigger if exists alerts_quota_insert on public.alerts")
+    # function private.user_exists(uuid): revert (missing)
+    op.execute("drop function if exists private.user_exists(uuid)")
     # function private.rotate_webhook_secret(uuid): revert (missing)
     op.execute("drop function if exists private.rotate_webhook_secret(uuid)")
     # function private.webhook_secret(uuid): revert (missing)
