@@ -24,7 +24,7 @@ from database.sessions import Database
 from service_kit.app import create_service_app
 from service_kit.egress import TargetPolicy
 from service_kit.errors import responses
-from service_kit.pages import public_page, public_row
+from service_kit.pages import json_response, public_page, public_row
 from service_kit.params import Cursor, PageLimit
 from service_kit.sessions import UserSession, current_user_id, run_in
 from service_kit.tokens import TokenVerifier
@@ -92,11 +92,9 @@ def create_app(
         return _saved(await run_in(s, rules.create_rule, user_id=user_id, data=body))
 
     @app.get("/alerts", response_model=AlertsPublic, responses=responses(401, 413, 422, 503))
-    async def list_alerts(
-        s: UserSession, limit: PageLimit = 50, cursor: Cursor = None
-    ) -> AlertsPublic:
+    async def list_alerts(s: UserSession, limit: PageLimit = 50, cursor: Cursor = None) -> Response:
         page = await run_in(s, rules.list_rules, limit=limit, cursor=cursor)
-        return public_page(page, AlertsPublic)
+        return json_response(public_page(page, AlertsPublic))
 
     @app.get(
         "/alerts/{alert_id}",
@@ -139,10 +137,8 @@ def create_app(
     @app.get(
         "/alert-events", response_model=AlertEventsPublic, responses=responses(401, 413, 422, 503)
     )
-    async def list_events(
-        s: UserSession, limit: PageLimit = 50, cursor: Cursor = None
-    ) -> AlertEventsPublic:
+    async def list_events(s: UserSession, limit: PageLimit = 50, cursor: Cursor = None) -> Response:
         page = await run_in(s, rules.list_events, limit=limit, cursor=cursor)
-        return public_page(page, AlertEventsPublic)
+        return json_response(public_page(page, AlertEventsPublic))
 
     return app

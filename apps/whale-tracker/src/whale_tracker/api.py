@@ -10,13 +10,12 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Path, Query, Response
 from sqlmodel import Field
 
 from database.errors import NotFoundError
 from database.repositories import AsyncRepository, WhaleTransactionRepository
 from database.schema import Chain
-from database.schema.base import Page
 from database.schema.whales import (
     WhaleDailyStats,
     WhaleTransactionBase,
@@ -27,7 +26,7 @@ from database.schema.whales import (
 from database.sessions import Database
 from service_kit.app import create_service_app
 from service_kit.errors import responses
-from service_kit.pages import public_page, public_row
+from service_kit.pages import json_response, public_items, public_page, public_row
 from service_kit.params import MAX_PAGE, Cursor, IsoDateTime
 from service_kit.sessions import CallerSession
 from service_kit.tokens import TokenVerifier
@@ -56,12 +55,6 @@ class WhaleQuery(WhaleTransactionFilters):
     until: IsoDateTime | None = None
 
 
-def public_page_of(rows: list[Any]) -> list[WhaleTransactionPublic]:
-    """Rows as Public models; a row the model cannot represent is left out (and logged)."""
-    page = public_page(Page(data=rows), WhaleTransactionsPublic)
-    return page.data
-
-
 def _whales(session: CallerSession) -> AsyncRepository[WhaleTransactionRepository]:
     return AsyncRepository(session, WhaleTransactionRepository)
 
@@ -88,12 +81,12 @@ def create_app(
         filters: Annotated[WhaleQuery, Query()],
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Cursor = None,
-    ) -> WhaleTransactionsPublic:
+    ) -> Response:
         """Newest first. Pass `next_cursor` back as `cursor` for the next page."""
         page = await _whales(s).run(
             WhaleTransactionRepository.search, filters=filters, limit=limit, cursor=cursor
         )
-        return public_page(page, WhaleTransactionsPublic)
+        return json_response(public_page(page, WhaleTransactionsPublic))
 
     @app.get(
         "/whale-transactions/top",
@@ -105,12 +98,12 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
         since: Annotated[IsoDateTime | None, Query()] = None,
         until: Annotated[IsoDateTime | None, Query()] = None,
-    ) -> list[WhaleTransactionPublic]:
+    ) -> Response:
         """The highest whale scores (largest first on ties), optionally within a time range."""
         rows = await _whales(s).run(
             WhaleTransactionRepository.top_by_score, limit=limit, since=since, until=until
         )
-        return public_page_of(rows)
+        return json_response(public_items(rows, WhaleTransactionPublic))
 
     @app.get(
         "/whale-transactions/{tx_hash}",
@@ -119,11 +112,11 @@ def create_app(
     )
     async def get_whale_transaction(
         s: CallerSession, tx_hash: Annotated[str, Path(pattern=TX_HASH_PATTERN)]
-    ) -> WhaleTransactionPublic:
+    ) -> Response:
         row = await _whales(s).run(WhaleTransactionRepository.get_by_hash, hash=tx_hash)
         if row is None:
             raise NotFoundError(what="whale transaction with that hash")
-        return public_row(row, WhaleTransactionPublic, what="whale transaction")
+        return json_response(public_row(row, WhaleTransactionPublic, what="whale transaction"))
 
     @app.get(
         "/stats/daily",
