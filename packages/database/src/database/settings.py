@@ -145,7 +145,8 @@ class Settings(BaseSettings):
     db_max_overflow: Annotated[int, Field(ge=0)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 30.0
     db_pool_recycle: PositiveInt = 1800
-    db_pool_pre_ping: bool = True
+    # A round trip per checkout; off by default: a closed connection is found on its socket.
+    db_pool_pre_ping: bool = False
     # Milliseconds; 0 turns the limit off. App connections only: migrations have their own.
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
     # Migrations (Purpose.MIGRATE): how long one statement may wait for a lock before it gives
