@@ -48,7 +48,7 @@ def main() -> int:
         )
         with tempfile.TemporaryDirectory() as workdir:
             wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir))
-        wt_bench.api_latency(report, url, clients=4, requests_each=50 if quick else 250)
+        wt_bench.api_serving(report, url, clients=(1, 4, 16), seconds=3 if quick else 10)
         alert_bench.evaluation(
             report, url, transactions=10_000 if quick else 100_000, rules=200 if quick else 1_000
         )

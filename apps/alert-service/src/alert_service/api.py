@@ -24,7 +24,7 @@ from database.sessions import Database
 from service_kit.app import create_service_app
 from service_kit.egress import TargetPolicy
 from service_kit.errors import responses
-from service_kit.pages import json_response, public_page, public_row
+from service_kit.pages import page_response, public_row, row_response
 from service_kit.params import Cursor, PageLimit
 from service_kit.sessions import UserSession, current_user_id, run_in
 from service_kit.tokens import TokenVerifier
@@ -94,16 +94,16 @@ def create_app(
     @app.get("/alerts", response_model=AlertsPublic, responses=responses(401, 413, 422, 503))
     async def list_alerts(s: UserSession, limit: PageLimit = 50, cursor: Cursor = None) -> Response:
         page = await run_in(s, rules.list_rules, limit=limit, cursor=cursor)
-        return json_response(public_page(page, AlertsPublic))
+        return page_response(page, AlertsPublic)
 
     @app.get(
         "/alerts/{alert_id}",
         response_model=AlertPublic,
         responses=responses(401, 404, 409, 413, 422, 503),
     )
-    async def get_alert(s: UserSession, alert_id: uuid.UUID) -> AlertPublic:
+    async def get_alert(s: UserSession, alert_id: uuid.UUID) -> Response:
         rule = await run_in(s, rules.get_rule, rule_id=alert_id)
-        return public_row(rule, AlertPublic, what="alert")
+        return row_response(rule, AlertPublic, what="alert")
 
     @app.patch(
         "/alerts/{alert_id}",
@@ -139,6 +139,6 @@ def create_app(
     )
     async def list_events(s: UserSession, limit: PageLimit = 50, cursor: Cursor = None) -> Response:
         page = await run_in(s, rules.list_events, limit=limit, cursor=cursor)
-        return json_response(public_page(page, AlertEventsPublic))
+        return page_response(page, AlertEventsPublic)
 
     return app

@@ -26,7 +26,7 @@ from database.schema.whales import (
 from database.sessions import Database
 from service_kit.app import create_service_app
 from service_kit.errors import responses
-from service_kit.pages import json_response, public_items, public_page, public_row
+from service_kit.pages import items_response, page_response, row_response
 from service_kit.params import MAX_PAGE, Cursor, IsoDateTime
 from service_kit.sessions import CallerSession
 from service_kit.tokens import TokenVerifier
@@ -86,7 +86,7 @@ def create_app(
         page = await _whales(s).run(
             WhaleTransactionRepository.search, filters=filters, limit=limit, cursor=cursor
         )
-        return json_response(public_page(page, WhaleTransactionsPublic))
+        return page_response(page, WhaleTransactionsPublic)
 
     @app.get(
         "/whale-transactions/top",
@@ -103,7 +103,7 @@ def create_app(
         rows = await _whales(s).run(
             WhaleTransactionRepository.top_by_score, limit=limit, since=since, until=until
         )
-        return json_response(public_items(rows, WhaleTransactionPublic))
+        return items_response(rows, WhaleTransactionPublic)
 
     @app.get(
         "/whale-transactions/{tx_hash}",
@@ -116,7 +116,7 @@ def create_app(
         row = await _whales(s).run(WhaleTransactionRepository.get_by_hash, hash=tx_hash)
         if row is None:
             raise NotFoundError(what="whale transaction with that hash")
-        return json_response(public_row(row, WhaleTransactionPublic, what="whale transaction"))
+        return row_response(row, WhaleTransactionPublic, what="whale transaction")
 
     @app.get(
         "/stats/daily",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 import psycopg
@@ -88,8 +89,7 @@ class Repository(Generic[RowT]):
         """The table's columns labelled with the model's attribute names: `select(*…)` gives
         rows whose attributes read like the model's (no ORM objects built, which is most of
         what a page costs)."""
-        mapper = sa.inspect(cls.model)
-        return [attr.columns[0].label(attr.key) for attr in mapper.column_attrs]
+        return list(_row_columns(cls.model))
 
     def get(self, *, id: Any) -> RowT | None:
         # Always ask the database: RLS, not the session's identity map, decides visibility.
@@ -177,6 +177,11 @@ class Repository(Generic[RowT]):
         with refused_writes():
             result = self.session.execute(sa.delete(self.model).where(pk == id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _row_columns(model: type[SQLModel]) -> tuple[sa.Label[Any], ...]:
+    return tuple(attr.columns[0].label(attr.key) for attr in sa.inspect(model).column_attrs)
 
 
 class AsyncRepository(Generic[RepoT]):

@@ -5,7 +5,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, field_serializer
+from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from database.schema.base import (
@@ -88,15 +88,11 @@ class WhaleTransactionUpdate(SQLModel):
 
 
 # What the API returns. Amounts are decimal strings in plain notation ("0.000000000000000000",
-# never "0E-18"), so clients parse them exactly.
+# never "0E-18"; `PlainDigits` on their types), so clients parse them exactly.
 class WhaleTransactionPublic(WhaleTransactionBase):
     id: uuid.UUID
     created_at: datetime
     updated_at: datetime
-
-    @field_serializer("value_eth", "value_usd", "whale_score", when_used="json")
-    def _plain(self, value: Decimal | None) -> str | None:
-        return None if value is None else format(value, "f")
 
 
 class WhaleTransactionsPublic(Page[WhaleTransactionPublic]):
