@@ -24,7 +24,10 @@ from database.schema.registry import SCHEMAS
 from database_tools.factories import (
     FACTORIES,
     AlertFactory,
+    ArticleFactory,
     DexFactory,
+    OrderFactory,
+    PoolFactory,
     TokenFactory,
     WhaleTransactionFactory,
     new_auth_user,
@@ -47,6 +50,13 @@ EXPECTED: dict[AccessClass, dict[str, dict[str, Any]]] = {
         "anon": NOTHING,
         "owner": ALL,
         "other": {"select": 0, "insert": DENIED, "update": 0, "delete": 0},
+        "service": ALL,
+    },
+    # The owner submits and files its request (orders: asks to cancel); nobody deletes.
+    AccessClass.USER_SUBMITTED: {
+        "anon": NOTHING,
+        "owner": {"select": 1, "insert": 1, "update": 1, "delete": DENIED},
+        "other": {"select": 0, "insert": DENIED, "update": 0, "delete": DENIED},
         "service": ALL,
     },
     AccessClass.USER_READABLE: {
@@ -75,6 +85,12 @@ def _owner_kwargs(spec: TableAccess, owner: uuid.UUID) -> dict[str, Any]:
         return {"alert": AlertFactory(user_id=owner)}
     if spec.table == "pools":
         return {"dex": DexFactory(), "base_token": TokenFactory(), "quote_token": TokenFactory()}
+    if spec.table == "dex_trades":
+        return {"pool": PoolFactory()}
+    if spec.table in ("sentiment_scores", "market_events"):
+        return {"article": ArticleFactory()}
+    if spec.table == "order_fills":
+        return {"order": OrderFactory(user_id=owner)}
     return {spec.owner: owner} if spec.owner else {}
 
 
@@ -122,11 +138,13 @@ def test_rls_matrix(
         acting = actor
         params: dict[str, Any] = {}
     else:
-        # A user may update the client's columns only: touch one of those.
+        # A user may update the client's columns only: touch one of those (file the request,
+        # on a table that declares one).
         column = spec.update_columns[0] if spec.update_columns else pk.name
+        value = "now()" if spec.request else column
         sql = {
             "select": f"select count(*) from {table} where {pk.name} = :pk",
-            "update": f"update {table} set {column} = {column} where {pk.name} = :pk",
+            "update": f"update {table} set {column} = {value} where {pk.name} = :pk",
             "delete": f"delete from {table} where {pk.name} = :pk",
         }[op]
         statement, params = text(sql), key
