@@ -43,16 +43,19 @@ _BUILD = sa.text(
           join tokens b on b.id = p.base_token_id
           join tokens q on q.id = p.quote_token_id
          where p.id = :pool_id
-    ), bars as (
-        select date_bin(:step, block_timestamp, :origin) as bucket_start,
-               (array_agg(quote_amount / base_amount order by block_timestamp, id))[1] as open,
-               max(quote_amount / base_amount) as high,
-               min(quote_amount / base_amount) as low,
-               (array_agg(quote_amount / base_amount
-                          order by block_timestamp desc, id desc))[1] as close,
-               sum(base_amount) as volume
+    ), priced as (
+        select date_bin(:step, block_timestamp, :origin) as bucket_start, block_timestamp, id,
+               quote_amount / base_amount as price, base_amount
           from dex_trades
          where pool_id = :pool_id and block_timestamp >= :start and block_timestamp < :end
+    ), bars as (
+        select bucket_start,
+               (array_agg(price order by block_timestamp, id))[1] as open,
+               max(price) as high,
+               min(price) as low,
+               (array_agg(price order by block_timestamp desc, id desc))[1] as close,
+               sum(base_amount) as volume
+          from priced
          group by 1
     ), merged as (
         insert into ohlcv as o (source, symbol, timeframe, bucket_start, open, high, low, close,

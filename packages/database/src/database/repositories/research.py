@@ -111,17 +111,26 @@ class ArticleRepository(Repository[Article]):
 
 # -- sentiment -------------------------------------------------------------------------------
 
+# Scores are summed per (symbols array, hour) first, then spread over each symbol: fewer rows
+# to unnest and regroup than one per (score, symbol). The averages are floats: summed in
+# float8, whose fixed-size state keeps the aggregation in memory (NUMERIC's does not).
 _HOURLY = """
-    select s.symbol,
-           date_bin('1 hour', a.published_at, timestamptz '2000-01-01 00:00:00+00') as hour,
-           count(*) as scores,
-           avg(sc.score)::float8 as average,
-           (sum(sc.score * sc.confidence) / nullif(sum(sc.confidence), 0))::float8
-             as confidence_weighted
-      from articles a
-      cross join lateral unnest(a.symbols) as s(symbol)
-      join sentiment_scores sc on sc.article_id = a.id
-     where a.published_at >= :since and a.published_at < :until {filters}
+    with grouped as (
+        select a.symbols,
+               date_bin('1 hour', a.published_at, timestamptz '2000-01-01 00:00:00+00') as hour,
+               count(*) as n, sum(sc.score::float8) as total,
+               sum(sc.score::float8 * sc.confidence::float8) as weighted,
+               sum(sc.confidence::float8) as confidence
+          from sentiment_scores sc
+          join articles a on a.id = sc.article_id
+         where a.published_at >= :since and a.published_at < :until {filters}
+         group by 1, 2
+    )
+    select s.symbol, g.hour, sum(g.n) as scores, sum(g.total) / sum(g.n) as average,
+           sum(g.weighted) / nullif(sum(g.confidence), 0) as confidence_weighted
+      from grouped g
+      cross join lateral unnest(g.symbols) as s(symbol)
+     where true {symbols}
      group by 1, 2
      order by 1, 2
 """
@@ -144,14 +153,15 @@ class SentimentScoreRepository(Repository[SentimentScore]):
         sum(confidence)). An article about several symbols counts for each; only `symbols`
         (GIN-filtered) and one scoring `model` when given. One SQL statement."""
         params: dict[str, Any] = period(since, until)
-        filters = ""
+        filters, only = "", ""
         if symbols is not None:
             params["symbols"] = _symbols(symbols)
-            filters += " and a.symbols && :symbols and s.symbol = any(:symbols)"
+            filters += " and a.symbols && :symbols"
+            only = " and s.symbol = any(:symbols)"
         if model is not None:
             params["model"] = _valid(_NAME, "model", model)
             filters += " and sc.model = :model"
-        statement = sa.text(_HOURLY.format(filters=filters))
+        statement = sa.text(_HOURLY.format(filters=filters, symbols=only))
         if symbols is not None:
             statement = statement.bindparams(sa.bindparam("symbols", type_=sa.ARRAY(sa.Text)))
         rows = self.session.execute(statement, params).mappings()
