@@ -16,6 +16,7 @@ from bench import database as db_bench
 from bench import seeds as seeds_bench
 from bench import whale_tracker as wt_bench
 from bench.harness import HEADER, Report, fresh_database
+from database.schema.alerts import MAX_RULES_PER_USER
 
 
 def main() -> int:
@@ -39,8 +40,13 @@ def main() -> int:
             missing=10 if quick else 50,
             runs=50 if quick else 200,
         )
+        # At most MAX_RULES_PER_USER rules per user: the database refuses more (quota).
         db_bench.rls_read(
-            report, url, users=250 if quick else 1000, per_user=200, runs=20 if quick else 50
+            report,
+            url,
+            users=250 if quick else 1000,
+            per_user=MAX_RULES_PER_USER,
+            runs=20 if quick else 50,
         )
         with tempfile.TemporaryDirectory() as workdir:
             wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir))
