@@ -4,16 +4,19 @@ built from them, LLM usage."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session
 
 from database.errors import InvalidInputError, NotFoundError
 from database.repositories import (
     ArticleRepository,
+    BulkWriter,
     DexTradeRepository,
     LlmAnalysisLogRepository,
     MarketEventRepository,
@@ -21,6 +24,8 @@ from database.repositories import (
     SentimentScoreRepository,
     TradingSignalRepository,
 )
+from database.schema import Article, DexTrade, TradingSignal
+from database.sessions import Database
 from database_tools.factories import (
     ArticleFactory,
     DexTradeFactory,
@@ -271,3 +276,53 @@ def test_llm_usage_per_model_and_purpose(db_session: Session) -> None:
         ("claude", "sentiment", 1, 0, D("0.00042"), 850.0),
         ("gpt-4o", "trade_decision", 2, 1, D("0.004"), 200.0),
     ]  # fmt: skip
+
+
+# -- bulk loads by natural key -------------------------------------------------------------
+
+
+def test_collectors_bulk_upsert_by_natural_key(
+    database: Database, truncate_after: Callable[..., None]
+) -> None:
+    truncate_after("articles", "trading_signals", "dex_trades", "pools", "tokens", "dexes")
+    with database.service_session() as s:
+        s.execute(text("insert into dexes (id, name, network) values ('uni', 'Uni', 'eth')"))
+        base, quote = (
+            s.execute(
+                text("insert into tokens (network, address, symbol, name, decimals)"
+                     " values ('eth', :a, 'TK', 'Token', 18) returning id"),
+                {"a": "0x" + digit * 40},
+            ).scalar_one()
+            for digit in "12"
+        )  # fmt: skip
+        pool_id = s.execute(
+            text("insert into pools (network, address, dex_id, base_token_id, quote_token_id)"
+                 " values ('eth', :a, 'uni', :b, :q) returning id"),
+            {"a": "0x" + "3" * 40, "b": base, "q": quote},
+        ).scalar_one()  # fmt: skip
+    writer = BulkWriter(database)
+    articles = [
+        {"source": "wire", "url": f"https://example.com/{i}", "title": f"Story {i}",
+         "published_at": T0, "symbols": ["btc", "ETH"]}
+        for i in range(3)
+    ]  # fmt: skip
+    signals = [
+        {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h", "signal": "hold",
+         "composite_score": "0.05", "generated_at": T0 + timedelta(hours=i)}
+        for i in range(3)
+    ]  # fmt: skip
+    trades = [
+        {"network": "eth", "pool_id": pool_id, "tx_hash": f"0x{i:064x}", "log_index": i % 2,
+         "block_number": i, "block_timestamp": T0, "side": "sell", "base_amount": "1",
+         "quote_amount": "3000"}
+        for i in range(3)
+    ]  # fmt: skip
+    for model, rows in ((Article, articles), (TradingSignal, signals), (DexTrade, trades)):
+        assert writer.upsert(model, rows=rows).inserted == 3
+        again = writer.upsert(model, rows=rows)  # the same rows: found by their natural key
+        assert (again.inserted, again.updated, again.unchanged) == (0, 0, 3), model
+    changed = [{**a, "title": "Corrected"} if i == 0 else a for i, a in enumerate(articles)]
+    assert writer.upsert(Article, rows=changed).updated == 1
+    with database.service_session() as s:
+        hits = ArticleRepository(s).search(query="corrected", symbol="BTC")
+    assert [h.article.url for h in hits] == ["https://example.com/0"]  # the vector followed
