@@ -40,11 +40,10 @@ def main() -> int:
             missing=10 if quick else 50,
             runs=50 if quick else 200,
         )
-        # At most MAX_RULES_PER_USER rules per user: the database refuses more (quota).
         db_bench.rls_read(
             report,
             url,
-            users=250 if quick else 1000,
+            users=500 if quick else 2000,
             per_user=MAX_RULES_PER_USER,
             runs=20 if quick else 50,
         )

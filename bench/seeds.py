@@ -152,7 +152,9 @@ def trade_statistics(report: Report, url: URL, *, trades: int, runs: int) -> Non
     base = report.add(
         Result(g, "fetch + compute in Python p50 (baseline)", round(python_ms, 2), "ms")
     )
-    _versus(report, g, f"statistics() in SQL, {trades:,} trades of one user p50", sql_ms, base, 1.25)
+    _versus(
+        report, g, f"statistics() in SQL, {trades:,} trades of one user p50", sql_ms, base, 1.25
+    )
     db.dispose()
 
 

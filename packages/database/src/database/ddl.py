@@ -172,75 +172,6 @@ def _quotas() -> list[tuple[sa.Table, Function]]:
     return found
 
 
-# A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
-# loses it; 256 bits from the server's strong random source (two v4 UUIDs' worth of hex).
-_NEW_SECRET = "replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')"
-_SYNC_WEBHOOK_SECRET = Function(
-    "private.sync_webhook_secret",
-    "private.sync_webhook_secret()",
-    _sql_function(
-        "private.sync_webhook_secret",
-        "",
-        "trigger",
-        f"""
-begin
-  if new.channels @> '[{{"type": "webhook"}}]' then
-    insert into public.alert_webhook_secrets (alert_id, secret)
-    values (new.id, {_NEW_SECRET})
-    on conflict (alert_id) do nothing;
-  else
-    delete from public.alert_webhook_secrets where alert_id = new.id;
-  end if;
-  return null;
-end
-""",
-        definer=True,
-        language="plpgsql",
-    ),
-)
-# The caller's own rule's secret (NULL for another user's rule or none): what the rules API
-# shows once, when it was issued.
-_WEBHOOK_SECRET = Function(
-    "private.webhook_secret",
-    "private.webhook_secret(uuid)",
-    _sql_function(
-        "private.webhook_secret",
-        "rule uuid",
-        "text",
-        """
-  select s.secret
-    from public.alert_webhook_secrets s
-    join public.alerts a on a.id = s.alert_id
-   where s.alert_id = rule
-     and (a.user_id = (select auth.uid()) or (select auth.role()) = 'service_role')
-""",
-        definer=True,
-        volatility="stable",
-    ),
-    execute=("authenticated", "service_role"),
-)
-_ROTATE_WEBHOOK_SECRET = Function(
-    "private.rotate_webhook_secret",
-    "private.rotate_webhook_secret(uuid)",
-    _sql_function(
-        "private.rotate_webhook_secret",
-        "rule uuid",
-        "text",
-        f"""
-  update public.alert_webhook_secrets s
-     set secret = {_NEW_SECRET}, created_at = now()
-    from public.alerts a
-   where a.id = s.alert_id
-     and s.alert_id = rule
-     and (a.user_id = (select auth.uid()) or (select auth.role()) = 'service_role')
-  returning s.secret
-""",
-        definer=True,
-    ),
-    execute=("authenticated", "service_role"),
-)
-
-
 # An owner's request (access.OwnerRequest) is stamped by the database: the client only says
 # "now", the server's clock says when.
 def _request_stamps() -> list[tuple[sa.Table, str, Function]]:
@@ -352,6 +283,75 @@ _REFRESH_DAILY_PERFORMANCE = Function(
 )
 
 
+# A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
+# loses it; 256 bits from the server's strong random source (two v4 UUIDs' worth of hex).
+_NEW_SECRET = "replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')"
+_SYNC_WEBHOOK_SECRET = Function(
+    "private.sync_webhook_secret",
+    "private.sync_webhook_secret()",
+    _sql_function(
+        "private.sync_webhook_secret",
+        "",
+        "trigger",
+        f"""
+begin
+  if new.channels @> '[{{"type": "webhook"}}]' then
+    insert into public.alert_webhook_secrets (alert_id, secret)
+    values (new.id, {_NEW_SECRET})
+    on conflict (alert_id) do nothing;
+  else
+    delete from public.alert_webhook_secrets where alert_id = new.id;
+  end if;
+  return null;
+end
+""",
+        definer=True,
+        language="plpgsql",
+    ),
+)
+# The caller's own rule's secret (NULL for another user's rule or none): what the rules API
+# shows once, when it was issued.
+_WEBHOOK_SECRET = Function(
+    "private.webhook_secret",
+    "private.webhook_secret(uuid)",
+    _sql_function(
+        "private.webhook_secret",
+        "rule uuid",
+        "text",
+        """
+  select s.secret
+    from public.alert_webhook_secrets s
+    join public.alerts a on a.id = s.alert_id
+   where s.alert_id = rule
+     and (a.user_id = (select auth.uid()) or (select auth.role()) = 'service_role')
+""",
+        definer=True,
+        volatility="stable",
+    ),
+    execute=("authenticated", "service_role"),
+)
+_ROTATE_WEBHOOK_SECRET = Function(
+    "private.rotate_webhook_secret",
+    "private.rotate_webhook_secret(uuid)",
+    _sql_function(
+        "private.rotate_webhook_secret",
+        "rule uuid",
+        "text",
+        f"""
+  update public.alert_webhook_secrets s
+     set secret = {_NEW_SECRET}, created_at = now()
+    from public.alerts a
+   where a.id = s.alert_id
+     and s.alert_id = rule
+     and (a.user_id = (select auth.uid()) or (select auth.role()) = 'service_role')
+  returning s.secret
+""",
+        definer=True,
+    ),
+    execute=("authenticated", "service_role"),
+)
+
+
 def _document_functions() -> list[Function]:
     found: dict[str, Function] = {}
     for table in metadata.sorted_tables:
@@ -378,6 +378,7 @@ def declared_functions() -> tuple[Function, ...]:
         _UUID_V7,
         _SET_UPDATED_AT,
         _NOTIFY_WHALES,
+        _REFRESH_DAILY_PERFORMANCE,
         *(function for _, function in _quotas()),
         *(function for _, _, function in _request_stamps()),
         *_items_functions(),
@@ -385,7 +386,6 @@ def declared_functions() -> tuple[Function, ...]:
         _SYNC_WEBHOOK_SECRET,
         _WEBHOOK_SECRET,
         _ROTATE_WEBHOOK_SECRET,
-        _REFRESH_DAILY_PERFORMANCE,
     )
 
 

@@ -14,7 +14,7 @@ from alembic import op
 
 from database.migrations.steps import validate_constraints
 
-revision: str = "d3da7aa7686a"
+revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

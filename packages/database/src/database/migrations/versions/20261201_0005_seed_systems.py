@@ -5,7 +5,7 @@ documents); LLM analysis logs. A new access class (user-submitted) with its requ
 open-order and backtest quotas, element checks of text[] columns
 
 Revision ID: 0005
-Revises: 0003 (revision id d3da7aa7686a)
+Revises: 0003
 Create Date: 2026-12-01 08:19:37.473525
 """
 
@@ -16,10 +16,17 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
-# Revision 0003 carries the id Alembic generated for it.
-down_revision: str | Sequence[str] | None = "d3da7aa7686a"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# Migration lint (squawk) exceptions, each with its reason:
+squawk_ignore = {
+    "prefer-bigint-over-int": (
+        "bounded counts only (a day's trades, wins and losses, a swap's log index, one LLM call's"
+        " tokens and milliseconds): their Int rules keep them far below 2^31"
+    ),
+}
 
 
 def upgrade() -> None:
@@ -68,16 +75,6 @@ def upgrade() -> None:
     op.execute(
         "grant execute on function private.valid_market_events_keywords(text[]) to authenticated, service_role"
     )
-    # function private.valid_sentiment_scores_positive_keywords(text[]): missing
-    op.execute(
-        "create or replace function private.valid_sentiment_scores_positive_keywords(v text[]) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select not exists (select from unnest(v) as e where e is null or not (char_length(e) >= 1 and char_length(e) <= 64) or not (e = lower(e)) or not (e = btrim(e)))\n$$"
-    )
-    op.execute(
-        "revoke all on function private.valid_sentiment_scores_positive_keywords(text[]) from public"
-    )
-    op.execute(
-        "grant execute on function private.valid_sentiment_scores_positive_keywords(text[]) to authenticated, service_role"
-    )
     # function private.valid_sentiment_scores_negative_keywords(text[]): missing
     op.execute(
         "create or replace function private.valid_sentiment_scores_negative_keywords(v text[]) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select not exists (select from unnest(v) as e where e is null or not (char_length(e) >= 1 and char_length(e) <= 64) or not (e = lower(e)) or not (e = btrim(e)))\n$$"
@@ -88,21 +85,15 @@ def upgrade() -> None:
     op.execute(
         "grant execute on function private.valid_sentiment_scores_negative_keywords(text[]) to authenticated, service_role"
     )
-    # function private.doc_backtest_metrics(jsonb): missing
+    # function private.valid_sentiment_scores_positive_keywords(text[]): missing
     op.execute(
-        "create or replace function private.doc_backtest_metrics(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('trade_count', 'total_return_pct', 'max_drawdown_pct', 'final_equity', 'annualized_return_pct', 'sharpe_ratio', 'sortino_ratio', 'win_rate', 'profit_factor'))\n    and (v ? 'trade_count' and (case when jsonb_typeof((v -> 'trade_count')) = 'number' then coalesce(((v -> 'trade_count'))::text ~ '^-?[0-9]+$' and (((v -> 'trade_count'))::text::numeric) >= 0 and (((v -> 'trade_count'))::text::numeric) <= 2147483647, false) else false end))\n    and (v ? 'total_return_pct' and (coalesce(private.doc_number((v -> 'total_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'total_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'total_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'total_return_pct')))) <= 8, false)))\n    and (v ? 'max_drawdown_pct' and (coalesce(private.doc_number((v -> 'max_drawdown_pct')) is not null, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) >= 0, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) <= 100, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'max_drawdown_pct')))) <= 8, false)))\n    and (v ? 'final_equity' and (coalesce(private.doc_number((v -> 'final_equity')) is not null, false) and coalesce(private.doc_number((v -> 'final_equity')) >= -1000000000000000000, false) and coalesce(private.doc_number((v -> 'final_equity')) <= 1000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'final_equity')))) <= 8, false)))\n    and (not v ? 'annualized_return_pct' or ((v -> 'annualized_return_pct') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'annualized_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'annualized_return_pct')))) <= 8, false))))\n    and (not v ? 'sharpe_ratio' or ((v -> 'sharpe_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sharpe_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sharpe_ratio')))) <= 8, false))))\n    and (not v ? 'sortino_ratio' or ((v -> 'sortino_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sortino_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sortino_ratio')))) <= 8, false))))\n    and (not v ? 'win_rate' or ((v -> 'win_rate') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'win_rate')) is not null, false) and coalesce(private.doc_number((v -> 'win_rate')) >= 0, false) and coalesce(private.doc_number((v -> 'win_rate')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'win_rate')))) <= 8, false))))\n    and (not v ? 'profit_factor' or ((v -> 'profit_factor') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'profit_factor')) is not null, false) and coalesce(private.doc_number((v -> 'profit_factor')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'profit_factor')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'profit_factor')))) <= 8, false)))), false) else false end)\n$$"
+        "create or replace function private.valid_sentiment_scores_positive_keywords(v text[]) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select not exists (select from unnest(v) as e where e is null or not (char_length(e) >= 1 and char_length(e) <= 64) or not (e = lower(e)) or not (e = btrim(e)))\n$$"
     )
-    op.execute("revoke all on function private.doc_backtest_metrics(jsonb) from public")
     op.execute(
-        "grant execute on function private.doc_backtest_metrics(jsonb) to authenticated, service_role"
+        "revoke all on function private.valid_sentiment_scores_positive_keywords(text[]) from public"
     )
-    # function private.valid_backtest_metrics(jsonb): missing
     op.execute(
-        "create or replace function private.valid_backtest_metrics(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select private.doc_backtest_metrics(doc)\n$$"
-    )
-    op.execute("revoke all on function private.valid_backtest_metrics(jsonb) from public")
-    op.execute(
-        "grant execute on function private.valid_backtest_metrics(jsonb) to authenticated, service_role"
+        "grant execute on function private.valid_sentiment_scores_positive_keywords(text[]) to authenticated, service_role"
     )
     # function private.doc_equity_point(jsonb): missing
     op.execute(
@@ -135,6 +126,22 @@ def upgrade() -> None:
     op.execute("revoke all on function private.valid_backtest_trades(jsonb) from public")
     op.execute(
         "grant execute on function private.valid_backtest_trades(jsonb) to authenticated, service_role"
+    )
+    # function private.doc_backtest_metrics(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_backtest_metrics(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('trade_count', 'total_return_pct', 'max_drawdown_pct', 'final_equity', 'annualized_return_pct', 'sharpe_ratio', 'sortino_ratio', 'win_rate', 'profit_factor'))\n    and (v ? 'trade_count' and (case when jsonb_typeof((v -> 'trade_count')) = 'number' then coalesce(((v -> 'trade_count'))::text ~ '^-?[0-9]+$' and (((v -> 'trade_count'))::text::numeric) >= 0 and (((v -> 'trade_count'))::text::numeric) <= 2147483647, false) else false end))\n    and (v ? 'total_return_pct' and (coalesce(private.doc_number((v -> 'total_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'total_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'total_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'total_return_pct')))) <= 8, false)))\n    and (v ? 'max_drawdown_pct' and (coalesce(private.doc_number((v -> 'max_drawdown_pct')) is not null, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) >= 0, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) <= 100, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'max_drawdown_pct')))) <= 8, false)))\n    and (v ? 'final_equity' and (coalesce(private.doc_number((v -> 'final_equity')) is not null, false) and coalesce(private.doc_number((v -> 'final_equity')) >= -1000000000000000000, false) and coalesce(private.doc_number((v -> 'final_equity')) <= 1000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'final_equity')))) <= 8, false)))\n    and (not v ? 'annualized_return_pct' or ((v -> 'annualized_return_pct') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'annualized_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'annualized_return_pct')))) <= 8, false))))\n    and (not v ? 'sharpe_ratio' or ((v -> 'sharpe_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sharpe_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sharpe_ratio')))) <= 8, false))))\n    and (not v ? 'sortino_ratio' or ((v -> 'sortino_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sortino_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sortino_ratio')))) <= 8, false))))\n    and (not v ? 'win_rate' or ((v -> 'win_rate') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'win_rate')) is not null, false) and coalesce(private.doc_number((v -> 'win_rate')) >= 0, false) and coalesce(private.doc_number((v -> 'win_rate')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'win_rate')))) <= 8, false))))\n    and (not v ? 'profit_factor' or ((v -> 'profit_factor') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'profit_factor')) is not null, false) and coalesce(private.doc_number((v -> 'profit_factor')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'profit_factor')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'profit_factor')))) <= 8, false)))), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_backtest_metrics(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_backtest_metrics(jsonb) to authenticated, service_role"
+    )
+    # function private.valid_backtest_metrics(jsonb): missing
+    op.execute(
+        "create or replace function private.valid_backtest_metrics(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select private.doc_backtest_metrics(doc)\n$$"
+    )
+    op.execute("revoke all on function private.valid_backtest_metrics(jsonb) from public")
+    op.execute(
+        "grant execute on function private.valid_backtest_metrics(jsonb) to authenticated, service_role"
     )
     # function private.doc_strategy_parameter(jsonb): missing
     op.execute(
@@ -1449,6 +1456,10 @@ def downgrade() -> None:
     op.execute("drop function if exists private.doc_strategy_config(jsonb)")
     # function private.doc_strategy_parameter(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_strategy_parameter(jsonb)")
+    # function private.valid_backtest_metrics(jsonb): revert (missing)
+    op.execute("drop function if exists private.valid_backtest_metrics(jsonb)")
+    # function private.doc_backtest_metrics(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_backtest_metrics(jsonb)")
     # function private.valid_backtest_trades(jsonb): revert (missing)
     op.execute("drop function if exists private.valid_backtest_trades(jsonb)")
     # function private.doc_backtest_trade(jsonb): revert (missing)
@@ -1457,14 +1468,10 @@ def downgrade() -> None:
     op.execute("drop function if exists private.valid_backtest_equity_curve(jsonb)")
     # function private.doc_equity_point(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_equity_point(jsonb)")
-    # function private.valid_backtest_metrics(jsonb): revert (missing)
-    op.execute("drop function if exists private.valid_backtest_metrics(jsonb)")
-    # function private.doc_backtest_metrics(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_backtest_metrics(jsonb)")
-    # function private.valid_sentiment_scores_negative_keywords(text[]): revert (missing)
-    op.execute("drop function if exists private.valid_sentiment_scores_negative_keywords(text[])")
     # function private.valid_sentiment_scores_positive_keywords(text[]): revert (missing)
     op.execute("drop function if exists private.valid_sentiment_scores_positive_keywords(text[])")
+    # function private.valid_sentiment_scores_negative_keywords(text[]): revert (missing)
+    op.execute("drop function if exists private.valid_sentiment_scores_negative_keywords(text[])")
     # function private.valid_market_events_keywords(text[]): revert (missing)
     op.execute("drop function if exists private.valid_market_events_keywords(text[])")
     # function private.valid_market_events_symbols(text[]): revert (missing)
