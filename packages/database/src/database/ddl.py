@@ -410,17 +410,17 @@ def declared_triggers() -> tuple[Trigger, ...]:
             )
     for table, function in _quotas():
         t, owner = table.name, table.info["owner"]
-        for event, when in (
-            ("insert", "true"),
-            (f"update of {owner}", f"old.{owner} is distinct from new.{owner}"),
+        changed = f" when (old.{owner} is distinct from new.{owner})"
+        for kind, event, when in (
+            ("insert", "insert", ""),
+            ("update", f"update of {owner}", changed),
         ):
-            kind = event.split()[0]
             triggers.append(
                 Trigger(
                     f"{t}_quota_{kind}",
                     t,
                     f"create trigger {t}_quota_{kind} before {event} on public.{t}"
-                    f" for each row when ({when}) execute function {function.signature}",
+                    f" for each row{when} execute function {function.signature}",
                 )
             )
     for table, column, function in _request_stamps():

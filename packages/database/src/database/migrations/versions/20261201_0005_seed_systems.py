@@ -2,7 +2,8 @@
 events, trading signals); trading (orders users submit and may ask to cancel, fills, trades,
 positions, daily performance and its refresh function, backtest results with validated
 documents); LLM analysis logs. A new access class (user-submitted) with its request stamp,
-open-order and backtest quotas, element checks of text[] columns
+open-order and backtest quotas, element checks of text[] columns; the quota triggers on insert
+of alerts and watchlist_entries recreated without their `when (true)`
 
 Revision ID: 0005
 Revises: 0003
@@ -34,8 +35,17 @@ def upgrade() -> None:
     # schema private: functions live here
     op.execute("set local check_function_bodies = off")
     op.execute("create schema if not exists private")
-    op.execute("revoke all on schema private from public")
-    op.execute("grant usage on schema private to anon, authenticated, service_role")
+    # (usage on it is granted where it was created, by 0003)
+    # function private.refresh_daily_performance(date, date, uuid): missing
+    op.execute(
+        "create or replace function private.refresh_daily_performance(first_day date, last_day date, for_user uuid default null) returns integer\nlanguage sql volatile set search_path = '' as $$\nwith closed as (\n    select t.user_id, (t.exit_time at time zone 'UTC')::date as day, t.exit_time, t.id,\n           t.realized_pnl, t.fees\n      from public.trades t\n     where t.exit_time >= (first_day::timestamp at time zone 'UTC')\n       and t.exit_time < ((last_day + 1)::timestamp at time zone 'UTC')\n       and (for_user is null or t.user_id = for_user)\n  ), curve as (\n    select user_id, day, exit_time, id, realized_pnl, fees, sum(realized_pnl) over w as equity\n      from closed\n    window w as (partition by user_id, day order by exit_time, id)\n  ), drawn as (\n    select user_id, day, realized_pnl, fees, greatest(max(equity) over w, 0) - equity as drawdown\n      from curve\n    window w as (partition by user_id, day order by exit_time, id)\n  ), days as (\n    select user_id, day, count(*) as trades,\n           count(*) filter (where realized_pnl > 0) as wins,\n           count(*) filter (where realized_pnl < 0) as losses,\n           sum(realized_pnl + fees) as gross_pnl, sum(realized_pnl) as net_pnl,\n           sum(fees) as fees, max(drawdown) as max_intraday_drawdown\n      from drawn\n     group by user_id, day\n  ), earlier as (\n    select t.user_id, sum(t.realized_pnl) as equity\n      from public.trades t\n     where t.exit_time < (first_day::timestamp at time zone 'UTC')\n       and t.user_id in (select user_id from days)\n     group by t.user_id\n  ), computed as (\n    select d.user_id, d.day, d.trades, d.wins, d.losses, d.gross_pnl, d.net_pnl, d.fees,\n           coalesce(e.equity, 0) + sum(d.net_pnl) over (partition by d.user_id order by d.day)\n             as ending_equity,\n           d.max_intraday_drawdown\n      from days d left join earlier e on e.user_id = d.user_id\n  ), written as (\n    insert into public.daily_performance as p (user_id, day, trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown)\n    select user_id, day, trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown from computed\n    on conflict (user_id, day) do update\n       set trades = excluded.trades, wins = excluded.wins, losses = excluded.losses, gross_pnl = excluded.gross_pnl, net_pnl = excluded.net_pnl, fees = excluded.fees, ending_equity = excluded.ending_equity, max_intraday_drawdown = excluded.max_intraday_drawdown\n     where (p.trades, p.wins, p.losses, p.gross_pnl, p.net_pnl, p.fees, p.ending_equity, p.max_intraday_drawdown)\n           is distinct from\n           (excluded.trades, excluded.wins, excluded.losses, excluded.gross_pnl, excluded.net_pnl, excluded.fees, excluded.ending_equity, excluded.max_intraday_drawdown)\n    returning 1\n  ), removed as (\n    delete from public.daily_performance p\n     where p.day between first_day and last_day\n       and (for_user is null or p.user_id = for_user)\n       and not exists (select from days d where d.user_id = p.user_id and d.day = p.day)\n    returning 1\n  )\n  select ((select count(*) from written) + (select count(*) from removed))::integer\n$$"
+    )
+    op.execute(
+        "revoke all on function private.refresh_daily_performance(date, date, uuid) from public"
+    )
+    op.execute(
+        "grant execute on function private.refresh_daily_performance(date, date, uuid) to service_role"
+    )
     # function private.enforce_backtest_results_quota(): missing
     op.execute(
         "create or replace function private.enforce_backtest_results_quota() returns trigger\nlanguage plpgsql volatile security definer set search_path = '' as $$\nbegin\n  perform pg_advisory_xact_lock(hashtextextended('backtest_results:' || new.user_id::text, 0));\n  if (select count(*) from public.backtest_results where user_id = new.user_id) >= 100 then\n    raise exception 'backtest limit reached: at most 100 backtest results per user'\n      using errcode = '23Q01', table = 'backtest_results', column = 'user_id';\n  end if;\n  return new;\nend\n$$"
@@ -95,6 +105,46 @@ def upgrade() -> None:
     op.execute(
         "grant execute on function private.valid_sentiment_scores_positive_keywords(text[]) to authenticated, service_role"
     )
+    # function private.doc_strategy_parameter(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_strategy_parameter(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('name', 'value'))\n    and (v ? 'name' and (case when jsonb_typeof((v -> 'name')) = 'string' then coalesce(((v -> 'name') #>> '{}') ~ '^[a-z][a-z0-9_]{0,63}$', false) else false end))\n    and (v ? 'value' and (coalesce(private.doc_number((v -> 'value')) is not null, false) and coalesce(private.doc_number((v -> 'value')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'value')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'value')))) <= 8, false))), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_strategy_parameter(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_strategy_parameter(jsonb) to authenticated, service_role"
+    )
+    # function private.doc_strategy_config(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_strategy_config(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('strategy', 'exchange', 'symbol', 'timeframe', 'start', 'end', 'initial_capital', 'fee_rate', 'parameters'))\n    and (v ? 'strategy' and (case when jsonb_typeof((v -> 'strategy')) = 'string' then coalesce(char_length(((v -> 'strategy') #>> '{}')) >= 1 and char_length(((v -> 'strategy') #>> '{}')) <= 64 and ((v -> 'strategy') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end))\n    and (v ? 'exchange' and (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (v ? 'timeframe' and (case when jsonb_typeof((v -> 'timeframe')) = 'string' then coalesce(((v -> 'timeframe') #>> '{}') in ('1m', '5m', '15m', '1h', '4h', '1d', '1w'), false) else false end))\n    and (v ? 'start' and (case when jsonb_typeof((v -> 'start')) = 'string' then coalesce(((v -> 'start') #>> '{}') ~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$', false) else false end))\n    and (v ? 'end' and (case when jsonb_typeof((v -> 'end')) = 'string' then coalesce(((v -> 'end') #>> '{}') ~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$', false) else false end))\n    and (v ? 'initial_capital' and (coalesce(private.doc_number((v -> 'initial_capital')) is not null, false) and coalesce(private.doc_number((v -> 'initial_capital')) > 0, false) and coalesce(private.doc_number((v -> 'initial_capital')) <= 100000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'initial_capital')))) <= 18, false)))\n    and (not v ? 'fee_rate' or (coalesce(private.doc_number((v -> 'fee_rate')) is not null, false) and coalesce(private.doc_number((v -> 'fee_rate')) >= 0, false) and coalesce(private.doc_number((v -> 'fee_rate')) <= 0.1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'fee_rate')))) <= 6, false)))\n    and (not v ? 'parameters' or (case when jsonb_typeof((v -> 'parameters')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'parameters')) as e where not private.doc_strategy_parameter(e)) and jsonb_array_length((v -> 'parameters')) <= 50, false) else false end)), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_strategy_config(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_strategy_config(jsonb) to authenticated, service_role"
+    )
+    # function private.valid_backtest_config(jsonb): missing
+    op.execute(
+        "create or replace function private.valid_backtest_config(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select private.doc_strategy_config(doc)\n$$"
+    )
+    op.execute("revoke all on function private.valid_backtest_config(jsonb) from public")
+    op.execute(
+        "grant execute on function private.valid_backtest_config(jsonb) to authenticated, service_role"
+    )
+    # function private.doc_backtest_metrics(jsonb): missing
+    op.execute(
+        "create or replace function private.doc_backtest_metrics(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('trade_count', 'total_return_pct', 'max_drawdown_pct', 'final_equity', 'annualized_return_pct', 'sharpe_ratio', 'sortino_ratio', 'win_rate', 'profit_factor'))\n    and (v ? 'trade_count' and (case when jsonb_typeof((v -> 'trade_count')) = 'number' then coalesce(((v -> 'trade_count'))::text ~ '^-?[0-9]+$' and (((v -> 'trade_count'))::text::numeric) >= 0 and (((v -> 'trade_count'))::text::numeric) <= 2147483647, false) else false end))\n    and (v ? 'total_return_pct' and (coalesce(private.doc_number((v -> 'total_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'total_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'total_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'total_return_pct')))) <= 8, false)))\n    and (v ? 'max_drawdown_pct' and (coalesce(private.doc_number((v -> 'max_drawdown_pct')) is not null, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) >= 0, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) <= 100, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'max_drawdown_pct')))) <= 8, false)))\n    and (v ? 'final_equity' and (coalesce(private.doc_number((v -> 'final_equity')) is not null, false) and coalesce(private.doc_number((v -> 'final_equity')) >= -1000000000000000000, false) and coalesce(private.doc_number((v -> 'final_equity')) <= 1000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'final_equity')))) <= 8, false)))\n    and (not v ? 'annualized_return_pct' or ((v -> 'annualized_return_pct') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'annualized_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'annualized_return_pct')))) <= 8, false))))\n    and (not v ? 'sharpe_ratio' or ((v -> 'sharpe_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sharpe_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sharpe_ratio')))) <= 8, false))))\n    and (not v ? 'sortino_ratio' or ((v -> 'sortino_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sortino_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sortino_ratio')))) <= 8, false))))\n    and (not v ? 'win_rate' or ((v -> 'win_rate') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'win_rate')) is not null, false) and coalesce(private.doc_number((v -> 'win_rate')) >= 0, false) and coalesce(private.doc_number((v -> 'win_rate')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'win_rate')))) <= 8, false))))\n    and (not v ? 'profit_factor' or ((v -> 'profit_factor') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'profit_factor')) is not null, false) and coalesce(private.doc_number((v -> 'profit_factor')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'profit_factor')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'profit_factor')))) <= 8, false)))), false) else false end)\n$$"
+    )
+    op.execute("revoke all on function private.doc_backtest_metrics(jsonb) from public")
+    op.execute(
+        "grant execute on function private.doc_backtest_metrics(jsonb) to authenticated, service_role"
+    )
+    # function private.valid_backtest_metrics(jsonb): missing
+    op.execute(
+        "create or replace function private.valid_backtest_metrics(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select private.doc_backtest_metrics(doc)\n$$"
+    )
+    op.execute("revoke all on function private.valid_backtest_metrics(jsonb) from public")
+    op.execute(
+        "grant execute on function private.valid_backtest_metrics(jsonb) to authenticated, service_role"
+    )
     # function private.doc_equity_point(jsonb): missing
     op.execute(
         "create or replace function private.doc_equity_point(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('time', 'equity'))\n    and (v ? 'time' and (case when jsonb_typeof((v -> 'time')) = 'string' then coalesce(((v -> 'time') #>> '{}') ~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$', false) else false end))\n    and (v ? 'equity' and (coalesce(private.doc_number((v -> 'equity')) is not null, false) and coalesce(private.doc_number((v -> 'equity')) >= -1000000000000000000, false) and coalesce(private.doc_number((v -> 'equity')) <= 1000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'equity')))) <= 8, false))), false) else false end)\n$$"
@@ -127,55 +177,15 @@ def upgrade() -> None:
     op.execute(
         "grant execute on function private.valid_backtest_trades(jsonb) to authenticated, service_role"
     )
-    # function private.doc_backtest_metrics(jsonb): missing
+    # trigger alerts_quota_insert: its definition differs from the declared one
+    op.execute("drop trigger if exists alerts_quota_insert on public.alerts")
     op.execute(
-        "create or replace function private.doc_backtest_metrics(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('trade_count', 'total_return_pct', 'max_drawdown_pct', 'final_equity', 'annualized_return_pct', 'sharpe_ratio', 'sortino_ratio', 'win_rate', 'profit_factor'))\n    and (v ? 'trade_count' and (case when jsonb_typeof((v -> 'trade_count')) = 'number' then coalesce(((v -> 'trade_count'))::text ~ '^-?[0-9]+$' and (((v -> 'trade_count'))::text::numeric) >= 0 and (((v -> 'trade_count'))::text::numeric) <= 2147483647, false) else false end))\n    and (v ? 'total_return_pct' and (coalesce(private.doc_number((v -> 'total_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'total_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'total_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'total_return_pct')))) <= 8, false)))\n    and (v ? 'max_drawdown_pct' and (coalesce(private.doc_number((v -> 'max_drawdown_pct')) is not null, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) >= 0, false) and coalesce(private.doc_number((v -> 'max_drawdown_pct')) <= 100, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'max_drawdown_pct')))) <= 8, false)))\n    and (v ? 'final_equity' and (coalesce(private.doc_number((v -> 'final_equity')) is not null, false) and coalesce(private.doc_number((v -> 'final_equity')) >= -1000000000000000000, false) and coalesce(private.doc_number((v -> 'final_equity')) <= 1000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'final_equity')))) <= 8, false)))\n    and (not v ? 'annualized_return_pct' or ((v -> 'annualized_return_pct') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'annualized_return_pct')) is not null, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'annualized_return_pct')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'annualized_return_pct')))) <= 8, false))))\n    and (not v ? 'sharpe_ratio' or ((v -> 'sharpe_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sharpe_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sharpe_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sharpe_ratio')))) <= 8, false))))\n    and (not v ? 'sortino_ratio' or ((v -> 'sortino_ratio') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'sortino_ratio')) is not null, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'sortino_ratio')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'sortino_ratio')))) <= 8, false))))\n    and (not v ? 'win_rate' or ((v -> 'win_rate') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'win_rate')) is not null, false) and coalesce(private.doc_number((v -> 'win_rate')) >= 0, false) and coalesce(private.doc_number((v -> 'win_rate')) <= 1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'win_rate')))) <= 8, false))))\n    and (not v ? 'profit_factor' or ((v -> 'profit_factor') = 'null'::jsonb or (coalesce(private.doc_number((v -> 'profit_factor')) is not null, false) and coalesce(private.doc_number((v -> 'profit_factor')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'profit_factor')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'profit_factor')))) <= 8, false)))), false) else false end)\n$$"
+        "create trigger alerts_quota_insert before insert on public.alerts for each row execute function private.enforce_alerts_quota()"
     )
-    op.execute("revoke all on function private.doc_backtest_metrics(jsonb) from public")
+    # trigger watchlist_entries_quota_insert: its definition differs from the declared one
+    op.execute("drop trigger if exists watchlist_entries_quota_insert on public.watchlist_entries")
     op.execute(
-        "grant execute on function private.doc_backtest_metrics(jsonb) to authenticated, service_role"
-    )
-    # function private.valid_backtest_metrics(jsonb): missing
-    op.execute(
-        "create or replace function private.valid_backtest_metrics(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select private.doc_backtest_metrics(doc)\n$$"
-    )
-    op.execute("revoke all on function private.valid_backtest_metrics(jsonb) from public")
-    op.execute(
-        "grant execute on function private.valid_backtest_metrics(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_strategy_parameter(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_strategy_parameter(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('name', 'value'))\n    and (v ? 'name' and (case when jsonb_typeof((v -> 'name')) = 'string' then coalesce(((v -> 'name') #>> '{}') ~ '^[a-z][a-z0-9_]{0,63}$', false) else false end))\n    and (v ? 'value' and (coalesce(private.doc_number((v -> 'value')) is not null, false) and coalesce(private.doc_number((v -> 'value')) >= -1000000000, false) and coalesce(private.doc_number((v -> 'value')) <= 1000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'value')))) <= 8, false))), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_strategy_parameter(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_strategy_parameter(jsonb) to authenticated, service_role"
-    )
-    # function private.doc_strategy_config(jsonb): missing
-    op.execute(
-        "create or replace function private.doc_strategy_config(v jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select (case when jsonb_typeof(v) = 'object' then coalesce(not exists (select from jsonb_object_keys(v) as k where k not in ('strategy', 'exchange', 'symbol', 'timeframe', 'start', 'end', 'initial_capital', 'fee_rate', 'parameters'))\n    and (v ? 'strategy' and (case when jsonb_typeof((v -> 'strategy')) = 'string' then coalesce(char_length(((v -> 'strategy') #>> '{}')) >= 1 and char_length(((v -> 'strategy') #>> '{}')) <= 64 and ((v -> 'strategy') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end))\n    and (v ? 'exchange' and (case when jsonb_typeof((v -> 'exchange')) = 'string' then coalesce(char_length(((v -> 'exchange') #>> '{}')) >= 1 and char_length(((v -> 'exchange') #>> '{}')) <= 64 and ((v -> 'exchange') #>> '{}') ~ '^[a-z0-9]([a-z0-9._ -]*[a-z0-9])?$', false) else false end))\n    and (v ? 'symbol' and (case when jsonb_typeof((v -> 'symbol')) = 'string' then coalesce(char_length(((v -> 'symbol') #>> '{}')) >= 1 and char_length(((v -> 'symbol') #>> '{}')) <= 32 and ((v -> 'symbol') #>> '{}') ~ '^[A-Z0-9._/:-]+$', false) else false end))\n    and (v ? 'timeframe' and (case when jsonb_typeof((v -> 'timeframe')) = 'string' then coalesce(((v -> 'timeframe') #>> '{}') in ('1m', '5m', '15m', '1h', '4h', '1d', '1w'), false) else false end))\n    and (v ? 'start' and (case when jsonb_typeof((v -> 'start')) = 'string' then coalesce(((v -> 'start') #>> '{}') ~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$', false) else false end))\n    and (v ? 'end' and (case when jsonb_typeof((v -> 'end')) = 'string' then coalesce(((v -> 'end') #>> '{}') ~ '^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?Z$', false) else false end))\n    and (v ? 'initial_capital' and (coalesce(private.doc_number((v -> 'initial_capital')) is not null, false) and coalesce(private.doc_number((v -> 'initial_capital')) > 0, false) and coalesce(private.doc_number((v -> 'initial_capital')) <= 100000000000000000000, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'initial_capital')))) <= 18, false)))\n    and (not v ? 'fee_rate' or (coalesce(private.doc_number((v -> 'fee_rate')) is not null, false) and coalesce(private.doc_number((v -> 'fee_rate')) >= 0, false) and coalesce(private.doc_number((v -> 'fee_rate')) <= 0.1, false) and coalesce(scale(trim_scale(private.doc_number((v -> 'fee_rate')))) <= 6, false)))\n    and (not v ? 'parameters' or (case when jsonb_typeof((v -> 'parameters')) = 'array' then coalesce(not exists (select from jsonb_array_elements((v -> 'parameters')) as e where not private.doc_strategy_parameter(e)) and jsonb_array_length((v -> 'parameters')) <= 50, false) else false end)), false) else false end)\n$$"
-    )
-    op.execute("revoke all on function private.doc_strategy_config(jsonb) from public")
-    op.execute(
-        "grant execute on function private.doc_strategy_config(jsonb) to authenticated, service_role"
-    )
-    # function private.valid_backtest_config(jsonb): missing
-    op.execute(
-        "create or replace function private.valid_backtest_config(doc jsonb) returns boolean\nlanguage sql immutable parallel safe set search_path = '' as $$\n  select private.doc_strategy_config(doc)\n$$"
-    )
-    op.execute("revoke all on function private.valid_backtest_config(jsonb) from public")
-    op.execute(
-        "grant execute on function private.valid_backtest_config(jsonb) to authenticated, service_role"
-    )
-    # function private.refresh_daily_performance(date, date, uuid): missing
-    op.execute(
-        "create or replace function private.refresh_daily_performance(first_day date, last_day date, for_user uuid default null) returns integer\nlanguage sql volatile set search_path = '' as $$\nwith closed as (\n    select t.user_id, (t.exit_time at time zone 'UTC')::date as day, t.exit_time, t.id,\n           t.realized_pnl, t.fees\n      from public.trades t\n     where t.exit_time >= (first_day::timestamp at time zone 'UTC')\n       and t.exit_time < ((last_day + 1)::timestamp at time zone 'UTC')\n       and (for_user is null or t.user_id = for_user)\n  ), curve as (\n    select user_id, day, exit_time, id, realized_pnl, fees, sum(realized_pnl) over w as equity\n      from closed\n    window w as (partition by user_id, day order by exit_time, id)\n  ), drawn as (\n    select user_id, day, realized_pnl, fees, greatest(max(equity) over w, 0) - equity as drawdown\n      from curve\n    window w as (partition by user_id, day order by exit_time, id)\n  ), days as (\n    select user_id, day, count(*) as trades,\n           count(*) filter (where realized_pnl > 0) as wins,\n           count(*) filter (where realized_pnl < 0) as losses,\n           sum(realized_pnl + fees) as gross_pnl, sum(realized_pnl) as net_pnl,\n           sum(fees) as fees, max(drawdown) as max_intraday_drawdown\n      from drawn\n     group by user_id, day\n  ), earlier as (\n    select t.user_id, sum(t.realized_pnl) as equity\n      from public.trades t\n     where t.exit_time < (first_day::timestamp at time zone 'UTC')\n       and t.user_id in (select user_id from days)\n     group by t.user_id\n  ), computed as (\n    select d.user_id, d.day, d.trades, d.wins, d.losses, d.gross_pnl, d.net_pnl, d.fees,\n           coalesce(e.equity, 0) + sum(d.net_pnl) over (partition by d.user_id order by d.day)\n             as ending_equity,\n           d.max_intraday_drawdown\n      from days d left join earlier e on e.user_id = d.user_id\n  ), written as (\n    insert into public.daily_performance as p (user_id, day, trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown)\n    select user_id, day, trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown from computed\n    on conflict (user_id, day) do update\n       set trades = excluded.trades, wins = excluded.wins, losses = excluded.losses, gross_pnl = excluded.gross_pnl, net_pnl = excluded.net_pnl, fees = excluded.fees, ending_equity = excluded.ending_equity, max_intraday_drawdown = excluded.max_intraday_drawdown\n     where (p.trades, p.wins, p.losses, p.gross_pnl, p.net_pnl, p.fees, p.ending_equity, p.max_intraday_drawdown)\n           is distinct from\n           (excluded.trades, excluded.wins, excluded.losses, excluded.gross_pnl, excluded.net_pnl, excluded.fees, excluded.ending_equity, excluded.max_intraday_drawdown)\n    returning 1\n  ), removed as (\n    delete from public.daily_performance p\n     where p.day between first_day and last_day\n       and (for_user is null or p.user_id = for_user)\n       and not exists (select from days d where d.user_id = p.user_id and d.day = p.day)\n    returning 1\n  )\n  select ((select count(*) from written) + (select count(*) from removed))::integer\n$$"
-    )
-    op.execute(
-        "revoke all on function private.refresh_daily_performance(date, date, uuid) from public"
-    )
-    op.execute(
-        "grant execute on function private.refresh_daily_performance(date, date, uuid) to service_role"
+        "create trigger watchlist_entries_quota_insert before insert on public.watchlist_entries for each row execute function private.enforce_watchlist_entries_quota()"
     )
     op.create_table(
         "articles",
@@ -1195,7 +1205,7 @@ def upgrade() -> None:
     )
     # trigger backtest_results_quota_insert: missing (on a new table)
     op.execute(
-        "create trigger backtest_results_quota_insert before insert on public.backtest_results for each row when (true) execute function private.enforce_backtest_results_quota()"
+        "create trigger backtest_results_quota_insert before insert on public.backtest_results for each row execute function private.enforce_backtest_results_quota()"
     )
     # trigger backtest_results_quota_update: missing (on a new table)
     op.execute(
@@ -1203,7 +1213,7 @@ def upgrade() -> None:
     )
     # trigger orders_quota_insert: missing (on a new table)
     op.execute(
-        "create trigger orders_quota_insert before insert on public.orders for each row when (true) execute function private.enforce_orders_quota()"
+        "create trigger orders_quota_insert before insert on public.orders for each row execute function private.enforce_orders_quota()"
     )
     # trigger orders_quota_update: missing (on a new table)
     op.execute(
@@ -1448,18 +1458,16 @@ def downgrade() -> None:
     op.drop_index("ix_articles_search_vector", table_name="articles", postgresql_using="gin")
     op.drop_index("ix_articles_published_at_id", table_name="articles")
     op.drop_table("articles")
-    # function private.refresh_daily_performance(date, date, uuid): revert (missing)
-    op.execute("drop function if exists private.refresh_daily_performance(date, date, uuid)")
-    # function private.valid_backtest_config(jsonb): revert (missing)
-    op.execute("drop function if exists private.valid_backtest_config(jsonb)")
-    # function private.doc_strategy_config(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_strategy_config(jsonb)")
-    # function private.doc_strategy_parameter(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_strategy_parameter(jsonb)")
-    # function private.valid_backtest_metrics(jsonb): revert (missing)
-    op.execute("drop function if exists private.valid_backtest_metrics(jsonb)")
-    # function private.doc_backtest_metrics(jsonb): revert (missing)
-    op.execute("drop function if exists private.doc_backtest_metrics(jsonb)")
+    # trigger watchlist_entries_quota_insert: revert (its definition differs from the declared one)
+    op.execute("drop trigger if exists watchlist_entries_quota_insert on public.watchlist_entries")
+    op.execute(
+        "CREATE TRIGGER watchlist_entries_quota_insert BEFORE INSERT ON public.watchlist_entries FOR EACH ROW WHEN (true) EXECUTE FUNCTION private.enforce_watchlist_entries_quota()"
+    )
+    # trigger alerts_quota_insert: revert (its definition differs from the declared one)
+    op.execute("drop trigger if exists alerts_quota_insert on public.alerts")
+    op.execute(
+        "CREATE TRIGGER alerts_quota_insert BEFORE INSERT ON public.alerts FOR EACH ROW WHEN (true) EXECUTE FUNCTION private.enforce_alerts_quota()"
+    )
     # function private.valid_backtest_trades(jsonb): revert (missing)
     op.execute("drop function if exists private.valid_backtest_trades(jsonb)")
     # function private.doc_backtest_trade(jsonb): revert (missing)
@@ -1468,6 +1476,16 @@ def downgrade() -> None:
     op.execute("drop function if exists private.valid_backtest_equity_curve(jsonb)")
     # function private.doc_equity_point(jsonb): revert (missing)
     op.execute("drop function if exists private.doc_equity_point(jsonb)")
+    # function private.valid_backtest_metrics(jsonb): revert (missing)
+    op.execute("drop function if exists private.valid_backtest_metrics(jsonb)")
+    # function private.doc_backtest_metrics(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_backtest_metrics(jsonb)")
+    # function private.valid_backtest_config(jsonb): revert (missing)
+    op.execute("drop function if exists private.valid_backtest_config(jsonb)")
+    # function private.doc_strategy_config(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_strategy_config(jsonb)")
+    # function private.doc_strategy_parameter(jsonb): revert (missing)
+    op.execute("drop function if exists private.doc_strategy_parameter(jsonb)")
     # function private.valid_sentiment_scores_positive_keywords(text[]): revert (missing)
     op.execute("drop function if exists private.valid_sentiment_scores_positive_keywords(text[])")
     # function private.valid_sentiment_scores_negative_keywords(text[]): revert (missing)
@@ -1484,5 +1502,7 @@ def downgrade() -> None:
     op.execute("drop function if exists private.enforce_orders_quota()")
     # function private.enforce_backtest_results_quota(): revert (missing)
     op.execute("drop function if exists private.enforce_backtest_results_quota()")
+    # function private.refresh_daily_performance(date, date, uuid): revert (missing)
+    op.execute("drop function if exists private.refresh_daily_performance(date, date, uuid)")
     # schema private: revert (functions live here)
     # ### end Alembic commands ###
