@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import alert_service as alert_bench
 from bench import database as db_bench
+from bench import seeds as seeds_bench
 from bench import whale_tracker as wt_bench
 from bench.harness import HEADER, Report, fresh_database
 from database.schema.alerts import MAX_RULES_PER_USER
@@ -54,6 +55,15 @@ def main() -> int:
         )
         alert_bench.notify_delay(report, url, samples=10 if quick else 40)
         alert_bench.json_checks(report, url, rows=2_000 if quick else 10_000)
+        seeds_bench.trade_statistics(
+            report, url, trades=100_000 if quick else 1_000_000, runs=5 if quick else 9
+        )
+        seeds_bench.sentiment_hourly(
+            report, url, scores=50_000 if quick else 1_000_000, runs=3 if quick else 5
+        )
+        seeds_bench.ohlcv_from_trades(
+            report, url, trades=50_000 if quick else 1_000_000, repeat=1 if quick else 3
+        )
     path = report.write()
     missed = [r for r in report.results if r.met is False]
     print(f"\n{len(report.results)} figures in {time.perf_counter() - started:.0f} s -> {path}")

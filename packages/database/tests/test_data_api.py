@@ -25,7 +25,9 @@ from database.access import declared
 from database.connect import Purpose, connect_raw
 from database.schema.alerts import MAX_RULES_PER_USER
 from database.schema.base import AccessClass
+from database.schema.trading import MAX_BACKTESTS_PER_USER, MAX_OPEN_ORDERS
 from database.sessions import Database
+from database_tools.factories import backtest_config
 from database_tools.identities import create_auth_user
 
 WHALE_RULE = {"alert_type": "whale_transaction", "min_value_eth": "1000"}
@@ -33,7 +35,9 @@ WHALE_RULE = {"alert_type": "whale_transaction", "min_value_eth": "1000"}
 
 @pytest.fixture(autouse=True)
 def _empty(truncate_after: Callable[..., None]) -> None:
-    truncate_after("alerts", "profiles", "watchlist_entries", "auth.users")
+    truncate_after(
+        "alerts", "profiles", "watchlist_entries", "orders", "backtest_results", "auth.users"
+    )
 
 
 @pytest.fixture
@@ -251,40 +255,242 @@ def test_profiles_and_watchlists_refuse_what_the_api_refuses(
     assert refused(database, me, watch, str(other), "address", "0x" + "b" * 40) == "42501"
 
 
+# -- orders: the owner submits and may ask to cancel; the service does the rest -------------
+
+ORDER = {
+    "exchange": "binance",
+    "symbol": "ETH/USDT",
+    "order_type": "limit",
+    "side": "buy",
+    "quantity": "2",
+    "limit_price": "3000",
+}
+
+
+def _insert_order(**columns: Any) -> tuple[str, list[Any]]:
+    values = {**ORDER, **columns}
+    names = ", ".join(values)
+    marks = ", ".join("%s" for _ in values)
+    return f"insert into orders ({names}) values ({marks})", list(values.values())
+
+
+def test_orders_take_the_clients_columns_only(
+    database: Database, users: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    me, other = users
+    sql, params = _insert_order(user_id=me)
+    with data_api(database, me) as conn:
+        row = conn.execute(
+            sql + " returning status, filled_quantity, cancel_requested_at", params
+        ).fetchone()
+    assert row == ("new", 0, None)  # the server's defaults
+    for column, value in (
+        ("status", "filled"),
+        ("filled_quantity", "2"),
+        ("average_fill_price", "3000"),
+        ("exchange_order_id", "x-1"),
+        ("closed_at", "2026-01-01T00:00:00Z"),
+        ("cancel_requested_at", "2026-01-01T00:00:00Z"),
+        ("id", str(uuid.uuid4())),
+        ("created_at", "2020-01-01T00:00:00Z"),
+    ):
+        insert, values = _insert_order(user_id=me, **{column: value})
+        assert refused(database, me, insert, *values) == "42501", column
+    insert, values = _insert_order(user_id=other)
+    assert refused(database, me, insert, *values) == "42501"  # RLS: not mine
+    for what, (insert, values) in {
+        "not a number": _insert_order(user_id=me, quantity="abc"),
+    }.items():
+        assert refused(database, me, insert, *values) == "22P02", what
+    for what, (insert, values) in {
+        "unknown type": _insert_order(user_id=me, order_type="iceberg"),
+        "limit without price": _insert_order(user_id=me, limit_price=None),
+        "market with a price": _insert_order(user_id=me, order_type="market"),
+        "negative quantity": _insert_order(user_id=me, quantity="-1"),
+        "unknown time in force": _insert_order(user_id=me, time_in_force="forever"),
+        "lower-case symbol": _insert_order(user_id=me, symbol="eth/usdt"),
+    }.items():
+        assert refused(database, me, insert, *values) == "23514", what
+    insert, values = _insert_order(user_id=me, signal_id=str(uuid.uuid4()))
+    assert refused(database, me, insert, *values) == "23503"  # no such signal
+
+
+def test_an_owner_can_only_ask_to_cancel_own_open_orders(
+    database: Database, users: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    me, other = users
+    sql, params = _insert_order(user_id=me)
+    with data_api(database, me, commit=True) as conn:
+        open_order, filled_order = (
+            conn.execute(sql + " returning id", params).fetchone()[0]  # type: ignore[index]
+            for _ in range(2)
+        )
+    with database.service_session() as s:  # the exchange filled the second one
+        s.connection().exec_driver_sql(
+            "update orders set status = 'filled', filled_quantity = quantity,"
+            f" average_fill_price = 3000, closed_at = now() where id = '{filled_order}'"
+        )
+    for column, value in (
+        ("status", "canceled"),
+        ("filled_quantity", "1"),
+        ("user_id", str(other)),
+        ("quantity", "5"),
+        ("closed_at", "2026-01-01T00:00:00Z"),
+    ):
+        update = f"update orders set {column} = %s where id = %s"
+        assert refused(database, me, update, value, open_order) == "42501", column
+    assert refused(database, me, "delete from orders where id = %s", open_order) == "42501"
+    cancel = (
+        "update orders set cancel_requested_at = %s where id = %s returning cancel_requested_at"
+    )
+    with data_api(database, other) as conn:  # another user's order: not there
+        assert conn.execute(cancel, ("2030-01-01T00:00:00Z", open_order)).fetchall() == []
+    with data_api(database, me) as conn:  # a filled order cannot be canceled
+        assert conn.execute(cancel, ("2030-01-01T00:00:00Z", filled_order)).fetchall() == []
+    with data_api(database, me, commit=True) as conn:
+        ((stamped,),) = conn.execute(cancel, ("2030-01-01T00:00:00Z", open_order)).fetchall()
+        now = conn.execute("select now()").fetchone()
+    assert now is not None and stamped == now[0]  # the server's clock, not the client's
+    with data_api(database, me) as conn:  # once: no second stamp, no withdrawing it
+        assert conn.execute(cancel, ("2031-01-01T00:00:00Z", open_order)).fetchall() == []
+        assert conn.execute(cancel, (None, open_order)).fetchall() == []
+
+
+def test_open_orders_are_capped_closed_ones_are_not(
+    database: Database, users: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    me, _ = users
+    many = (
+        "insert into orders (user_id, exchange, symbol, order_type, side, quantity)"
+        " select %s, 'binance', 'ETH/USDT', 'market', 'buy', 1 from generate_series(1, %s)"
+    )
+    with data_api(database, me, commit=True) as conn:
+        conn.execute(many, (str(me), MAX_OPEN_ORDERS))
+    assert refused(database, me, many, str(me), 1) == "23Q01"
+    with database.service_session() as s:  # one is rejected by the exchange: it closes
+        s.connection().exec_driver_sql(
+            "update orders set status = 'rejected', closed_at = now()"
+            f" where id = (select id from orders where user_id = '{me}' limit 1)"
+        )
+    with data_api(database, me) as conn:
+        assert conn.execute(many + " returning id", (str(me), 1)).fetchall() != []
+
+
+# -- backtest results: documents a user writes ---------------------------------------------
+
+METRICS = {"trade_count": 0, "total_return_pct": 0, "max_drawdown_pct": 0, "final_equity": 10_000}
+
+
+def _insert_backtest(**columns: Any) -> tuple[str, list[Any]]:
+    values = {
+        "name": "sma",
+        "strategy_config": json.dumps(backtest_config()),
+        "metrics": json.dumps(METRICS),
+        **{k: json.dumps(v) if not isinstance(v, str) else v for k, v in columns.items()},
+    }
+    names = ", ".join(values)
+    marks = ", ".join("%s" for _ in values)
+    return f"insert into backtest_results ({names}) values ({marks})", list(values.values())
+
+
+def test_backtest_documents_are_checked_like_the_apis(
+    database: Database, users: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    me, other = users
+    config = backtest_config()
+    trade = {
+        "side": "long",
+        "entry_time": "2026-01-02T00:00:00Z",
+        "exit_time": "2026-01-03T00:00:00Z",
+        "entry_price": "3000",
+        "exit_price": "3010",
+        "quantity": "1",
+        "pnl": "10",
+    }
+    insert, values = _insert_backtest(user_id=str(me), trades=[trade])
+    with data_api(database, me) as conn:
+        assert conn.execute(insert + " returning id", values).fetchone() is not None
+    attacks: dict[str, dict[str, Any]] = {
+        "number as a string of words": {"strategy_config": {**config, "initial_capital": "lots"}},
+        "bool as a number": {"metrics": {**METRICS, "final_equity": True}},
+        "float for an integer": {"metrics": {**METRICS, "trade_count": 1.5}},
+        "unknown key": {"metrics": {**METRICS, "alpha": 1}},
+        "nested unknown key": {"trades": [{**trade, "leverage": 10}]},
+        "trades not a list": {"trades": trade},
+        "wrong enum": {"trades": [{**trade, "side": "up"}]},
+        "time with an offset": {
+            "equity_curve": [{"time": "2026-01-01T00:00:00+01:00", "equity": 1}]
+        },
+        "too many parameters": {
+            "strategy_config": {**config, "parameters": [{"name": "p", "value": 1}] * 51}
+        },
+    }
+    for what, columns in attacks.items():
+        insert, values = _insert_backtest(user_id=str(me), **columns)
+        assert refused(database, me, insert, *values) == "23514", what
+    insert, values = _insert_backtest(user_id=str(other))
+    assert refused(database, me, insert, *values) == "42501"  # RLS: not mine
+    for column, value in (("id", str(uuid.uuid4())), ("created_at", "2020-01-01T00:00:00Z")):
+        insert, values = _insert_backtest(user_id=str(me), **{column: value})
+        assert refused(database, me, insert, *values) == "42501", column
+    for column, value in (
+        ("user_id", str(other)),
+        ("metrics", json.dumps(METRICS)),  # a result is what the run produced
+        ("updated_at", "2020-01-01T00:00:00Z"),
+    ):
+        update = f"update backtest_results set {column} = %s"
+        assert refused(database, me, update, value) == "42501", column
+
+
+def test_backtests_are_capped_per_user(
+    database: Database, users: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    me, other = users
+    many = (
+        "insert into backtest_results (user_id, name, strategy_config, metrics)"
+        " select %s, 'run ' || g, %s, %s from generate_series(1, %s) g"
+    )
+    config, metrics = json.dumps(backtest_config()), json.dumps(METRICS)
+    with data_api(database, me, commit=True) as conn:
+        conn.execute(many, (str(me), config, metrics, MAX_BACKTESTS_PER_USER))
+    assert refused(database, me, many, str(me), config, metrics, 1) == "23Q01"
+    with data_api(database, other) as conn:  # the cap is per user
+        assert conn.execute(many + " returning id", (str(other), config, metrics, 1)).fetchall()
+
+
 def test_every_table_the_api_roles_can_reach_is_covered_here() -> None:
     # A new table granted to anon/authenticated needs its attacks in this module.
     reachable = {s.table for s in declared() if s.access is not AccessClass.INTERNAL}
-    covered = {"alerts", "profiles", "watchlist_entries"}  # user-writable: the attacks above
+    # User-writable: the attacks above.
+    covered = {"alerts", "profiles", "watchlist_entries", "orders", "backtest_results"}
     read_only = reachable - covered
     assert covered <= reachable
-    assert read_only == {
-        "alert_events",
-        "whale_transactions",
-        "market_data",
-        "ohlcv",
-        "liquidity_zones",
-        "smc_patterns",
-        "dexes",
-        "tokens",
-        "pools",
-        "whale_activity_daily",
-    }
+    assert read_only == {*READ_ONLY, "whale_activity_daily"}
 
 
-@pytest.mark.parametrize(
-    "table",
-    [
-        "alert_events",
-        "whale_transactions",
-        "market_data",
-        "ohlcv",
-        "liquidity_zones",
-        "smc_patterns",
-        "dexes",
-        "tokens",
-        "pools",
-    ],
-)
+READ_ONLY = [
+    "alert_events",
+    "whale_transactions",
+    "market_data",
+    "ohlcv",
+    "liquidity_zones",
+    "smc_patterns",
+    "dexes",
+    "tokens",
+    "pools",
+    "dex_trades",
+    "articles",
+    "sentiment_scores",
+    "market_events",
+    "trading_signals",
+    "order_fills",
+    "trades",
+    "positions",
+    "daily_performance",
+]
+
+
+@pytest.mark.parametrize("table", READ_ONLY)
 def test_read_only_tables_refuse_every_write(
     table: str, database: Database, users: tuple[uuid.UUID, uuid.UUID]
 ) -> None:

@@ -24,12 +24,24 @@ from pydantic.fields import FieldInfo
 
 from database.schema.alerts import AlertConditions, Channels
 from database.schema.rules import NO_NUL, FieldRules
+from database.schema.trading import (
+    MAX_BACKTEST_TRADES,
+    BacktestMetrics,
+    BacktestTrades,
+    EquityCurve,
+    StrategyConfig,
+)
 from database.schema.users import Preferences
+from database_tools.factories import backtest_config
 
 DOCUMENTS: dict[str, Any] = {
     "alert_conditions": AlertConditions,
     "alert_channels": Channels,
     "profile_preferences": Preferences,
+    "backtest_config": StrategyConfig,
+    "backtest_metrics": BacktestMetrics,
+    "backtest_trades": BacktestTrades,
+    "backtest_equity_curve": EquityCurve,
 }
 
 # Any JSON value at all (no NUL: PostgreSQL cannot store it, JSON parsers disagree on it).
@@ -152,13 +164,25 @@ def _flat(metadata: list[Any]) -> list[Any]:
     return out
 
 
+_FIELD_VALUES: dict[tuple[type[BaseModel], str, bool], st.SearchStrategy[Any]] = {}
+
+
+def _field_values(model: type[BaseModel], name: str, clean: bool) -> st.SearchStrategy[Any]:
+    # Built once per field: building strategies (regexes above all) on every draw is slow.
+    key = (model, name, clean)
+    if key not in _FIELD_VALUES:
+        field = model.model_fields[name]
+        _FIELD_VALUES[key] = values(field.annotation, list(field.metadata), clean=clean)
+    return _FIELD_VALUES[key]
+
+
 @st.composite
 def documents(draw: st.DrawFn, model: type[BaseModel], clean: bool = False) -> Any:
     doc: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         presence = draw(st.sampled_from(["value"] * 12 + ["absent", "null"]))
         if presence == "value" or (clean and field.is_required()):
-            doc[name] = draw(values(field.annotation, list(field.metadata), clean=clean))
+            doc[name] = draw(_field_values(model, name, clean))
         elif presence == "null" and not clean:
             doc[name] = None
     if clean:
@@ -170,9 +194,13 @@ def documents(draw: st.DrawFn, model: type[BaseModel], clean: bool = False) -> A
     return doc
 
 
+_ADAPTERS: dict[int, TypeAdapter[Any]] = {}
+
+
 def _pydantic_accepts(annotation: Any, document: Any) -> bool:
+    adapter = _ADAPTERS.setdefault(id(annotation), TypeAdapter(annotation))
     try:
-        TypeAdapter(annotation).validate_python(json.loads(json.dumps(document)))
+        adapter.validate_python(json.loads(json.dumps(document)))
     except ValidationError:
         return False
     return True
@@ -218,6 +246,21 @@ def test_database_and_model_agree_on_generated_documents(
 
 
 WHALE = {"alert_type": "whale_transaction"}
+METRICS = {
+    "trade_count": 3,
+    "total_return_pct": "-2.5",
+    "max_drawdown_pct": 4,
+    "final_equity": 9750,
+}
+BACKTEST_TRADE = {
+    "side": "long",
+    "entry_time": "2026-01-02T00:00:00Z",
+    "exit_time": "2026-01-03T00:00:00Z",
+    "entry_price": "3000",
+    "exit_price": 2990.5,
+    "quantity": "0.5",
+    "pnl": "-4.75",
+}
 
 
 @pytest.mark.parametrize(
@@ -282,6 +325,31 @@ WHALE = {"alert_type": "whale_transaction"}
         ("profile_preferences", {"notifications": {"cooldown_seconds": 5.0}}, False),
         ("profile_preferences", {"notifications": {"in_app": 1}}, False),
         ("profile_preferences", {"theme": "dark"}, False),
+        ("backtest_config", backtest_config(), True),
+        ("backtest_config", {**backtest_config(), "fee_rate": "0.2"}, False),
+        ("backtest_config", {**backtest_config(), "start": "2026-13-01T00:00:00Z"}, False),
+        ("backtest_config", {**backtest_config(), "start": "2026-01-01T00:00:00+02:00"}, False),
+        (
+            "backtest_config",
+            {**backtest_config(), "parameters": [{"name": "Fast", "value": 1}]},
+            False,
+        ),
+        ("backtest_config", {**backtest_config(), "parameters": [{"name": "fast"}]}, False),
+        ("backtest_config", {**backtest_config(), "symbol": "eth/usdt"}, False),
+        ("backtest_metrics", {**METRICS, "win_rate": "0.55", "profit_factor": None}, True),
+        ("backtest_metrics", {**METRICS, "trade_count": 3.0}, False),
+        ("backtest_metrics", {**METRICS, "max_drawdown_pct": "101"}, False),
+        ("backtest_metrics", {k: v for k, v in METRICS.items() if k != "final_equity"}, False),
+        ("backtest_trades", [], True),
+        ("backtest_trades", [BACKTEST_TRADE, {**BACKTEST_TRADE, "side": "short"}], True),
+        ("backtest_trades", [{**BACKTEST_TRADE, "quantity": "0"}], False),
+        ("backtest_trades", [{**BACKTEST_TRADE, "pnl": "-12.123456789"}], False),
+        ("backtest_trades", [{**BACKTEST_TRADE, "extra": 1}], False),
+        ("backtest_trades", [BACKTEST_TRADE] * (MAX_BACKTEST_TRADES + 1), False),
+        ("backtest_trades", BACKTEST_TRADE, False),
+        ("backtest_equity_curve", [{"time": "2026-01-01T00:00:00.5Z", "equity": -5}], True),
+        ("backtest_equity_curve", [{"time": "2026-01-01T00:00:00Z"}], False),
+        ("backtest_equity_curve", [{"time": "2026-01-01T00:00:00Z", "equity": "1e3"}], False),
     ],
 )
 def test_known_documents(

@@ -83,7 +83,7 @@ def test_whale_rows_render_exactly_as_the_model_renders_them(
     assert items_response([stored], WhaleTransactionPublic).body == _by_model(
         [stored], WhaleTransactionPublic
     )
-    one = json.loads(row_response(stored, WhaleTransactionPublic, what="whale").body)
+    one = json.loads(bytes(row_response(stored, WhaleTransactionPublic, what="whale").body))
     assert one["value_eth"] == format(value_eth, "f") or Decimal(one["value_eth"]) == value_eth
     assert "E" not in one["value_eth"]  # plain digits, never an exponent
 
@@ -136,5 +136,5 @@ def test_a_row_breaking_the_model_is_left_out_and_the_rest_kept(db_session: Sess
     broken = {**rows[1]._asdict(), "whale_score": Decimal("7")}  # above the Score rule's 1
     kept = public_items([rows[0], broken, rows[2]], WhaleTransactionPublic)
     assert [item["id"] for item in kept] == [rows[0].id, rows[2].id]
-    body = json.loads(page_response(Page(data=[broken]), WhaleTransactionsPublic).body)
+    body = json.loads(bytes(page_response(Page(data=[broken]), WhaleTransactionsPublic).body))
     assert body == {"data": [], "next_cursor": None}

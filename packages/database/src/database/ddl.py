@@ -9,9 +9,11 @@ What is declared, and where it comes from:
 * functions in `private` (a schema the Data API does not expose; search_path pinned):
   `uuid_v7()` for ids made by SQL, the JSON document validators rendered from the document
   models (`database.schema.documents`), the quota trigger, `updated_at` and change
-  notification, and the webhook-secret functions;
-* triggers — `updated_at` on every table that has the column, a quota on every user-owned
-  table that declares one, NOTIFY on whale transactions, webhook secrets on alerts;
+  notification, the webhook-secret functions, the element checks of list columns, the
+  stamp of an owner's request, and the daily-performance refresh;
+* triggers — `updated_at` on every table that has the column, a quota on every table users
+  write that declares one, the stamp of a user-submitted table's request, NOTIFY on whale
+  transactions, webhook secrets on alerts;
 * the `supabase_realtime` publication's tables.
 """
 
@@ -138,13 +140,16 @@ end
 # Quotas, race-free: the owner's rows are counted under a transaction-scoped advisory lock on
 # (table, owner), so concurrent inserts for one owner queue up and each sees the others. One
 # function per table, with its query written out: a cached plan, not dynamic SQL per row.
-def _quota_function(table: str, owner: str, limit: int, noun: tuple[str, str]) -> Function:
+def _quota_function(
+    table: str, owner: str, limit: int, noun: tuple[str, str], where: str | None = None
+) -> Function:
     name = f"private.enforce_{table}_quota"
     singular, plural = noun
+    scope = f" and ({where})" if where else ""
     body = f"""
 begin
   perform pg_advisory_xact_lock(hashtextextended('{table}:' || new.{owner}::text, 0));
-  if (select count(*) from public.{table} where {owner} = new.{owner}) >= {limit} then
+  if (select count(*) from public.{table} where {owner} = new.{owner}{scope}) >= {limit} then
     raise exception '{singular} limit reached: at most {limit} {plural} per user'
       using errcode = '{QUOTA_SQLSTATE}', table = '{table}', column = '{owner}';
   end if;
@@ -161,9 +166,121 @@ def _quotas() -> list[tuple[sa.Table, Function]]:
         limit = table.info.get("quota")
         if limit is not None:
             noun = tuple(table.info.get("quota_noun", ("row", "rows")))
-            function = _quota_function(table.name, table.info["owner"], limit, noun)
+            where = table.info.get("quota_where")
+            function = _quota_function(table.name, table.info["owner"], limit, noun, where)
             found.append((table, function))
     return found
+
+
+# An owner's request (access.OwnerRequest) is stamped by the database: the client only says
+# "now", the server's clock says when.
+def _request_stamps() -> list[tuple[sa.Table, str, Function]]:
+    found = []
+    for table in metadata.sorted_tables:
+        request = table.info.get("request")
+        if request is None:
+            continue
+        column = request["column"]
+        name = f"private.stamp_{table.name}_{column}"
+        body = f"""
+begin
+  new.{column} := now();
+  return new;
+end
+"""
+        create = _sql_function(name, "", "trigger", body, language="plpgsql")
+        found.append((table, column, Function(name, f"{name}()", create)))
+    return found
+
+
+def _items_functions() -> list[Function]:
+    """The element checks of list columns (database.schema.rules.items_function)."""
+    found: dict[str, Function] = {}
+    for table in metadata.sorted_tables:
+        for constraint in table.constraints:
+            items = constraint.info.get("function")
+            if items is not None:
+                found[items.name] = Function(
+                    items.name,
+                    items.signature,
+                    items.create,
+                    execute=("authenticated", "service_role"),
+                )
+    return list(found.values())
+
+
+# Daily performance per user and UTC day, from closed trades (exit_time is set exactly when a
+# trade is closed): one statement that upserts the days that have trades, deletes rows for days
+# in the range that no longer have any, and leaves unchanged rows alone. Idempotent. Ending
+# equity is cumulative over all earlier trades, so after changing trades of day d, refresh
+# from d to the last day.
+_PERFORMANCE_COLUMNS = (
+    "trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown"
+)
+_REFRESH_DAILY_PERFORMANCE = Function(
+    "private.refresh_daily_performance",
+    "private.refresh_daily_performance(date, date, uuid)",
+    _sql_function(
+        "private.refresh_daily_performance",
+        "first_day date, last_day date, for_user uuid default null",
+        "integer",
+        f"""
+  with closed as (
+    select t.user_id, (t.exit_time at time zone 'UTC')::date as day, t.exit_time, t.id,
+           t.realized_pnl, t.fees
+      from public.trades t
+     where t.exit_time >= (first_day::timestamp at time zone 'UTC')
+       and t.exit_time < ((last_day + 1)::timestamp at time zone 'UTC')
+       and (for_user is null or t.user_id = for_user)
+  ), curve as (
+    select user_id, day, exit_time, id, realized_pnl, fees, sum(realized_pnl) over w as equity
+      from closed
+    window w as (partition by user_id, day order by exit_time, id)
+  ), drawn as (
+    select user_id, day, realized_pnl, fees, greatest(max(equity) over w, 0) - equity as drawdown
+      from curve
+    window w as (partition by user_id, day order by exit_time, id)
+  ), days as (
+    select user_id, day, count(*) as trades,
+           count(*) filter (where realized_pnl > 0) as wins,
+           count(*) filter (where realized_pnl < 0) as losses,
+           sum(realized_pnl + fees) as gross_pnl, sum(realized_pnl) as net_pnl,
+           sum(fees) as fees, max(drawdown) as max_intraday_drawdown
+      from drawn
+     group by user_id, day
+  ), earlier as (
+    select t.user_id, sum(t.realized_pnl) as equity
+      from public.trades t
+     where t.exit_time < (first_day::timestamp at time zone 'UTC')
+       and t.user_id in (select user_id from days)
+     group by t.user_id
+  ), computed as (
+    select d.user_id, d.day, d.trades, d.wins, d.losses, d.gross_pnl, d.net_pnl, d.fees,
+           coalesce(e.equity, 0) + sum(d.net_pnl) over (partition by d.user_id order by d.day)
+             as ending_equity,
+           d.max_intraday_drawdown
+      from days d left join earlier e on e.user_id = d.user_id
+  ), written as (
+    insert into public.daily_performance as p (user_id, day, {_PERFORMANCE_COLUMNS})
+    select user_id, day, {_PERFORMANCE_COLUMNS} from computed
+    on conflict (user_id, day) do update
+       set {", ".join(f"{c} = excluded.{c}" for c in _PERFORMANCE_COLUMNS.split(", "))}
+     where ({", ".join(f"p.{c}" for c in _PERFORMANCE_COLUMNS.split(", "))})
+           is distinct from
+           ({", ".join(f"excluded.{c}" for c in _PERFORMANCE_COLUMNS.split(", "))})
+    returning 1
+  ), removed as (
+    delete from public.daily_performance p
+     where p.day between first_day and last_day
+       and (for_user is null or p.user_id = for_user)
+       and not exists (select from days d where d.user_id = p.user_id and d.day = p.day)
+    returning 1
+  )
+  select ((select count(*) from written) + (select count(*) from removed))::integer
+""",
+    ),
+    execute=("service_role",),
+)
 
 
 # A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
@@ -278,7 +395,10 @@ def declared_functions() -> tuple[Function, ...]:
         _UUID_V7,
         _SET_UPDATED_AT,
         _NOTIFY_WHALES,
+        _REFRESH_DAILY_PERFORMANCE,
         *(function for _, function in _quotas()),
+        *(function for _, _, function in _request_stamps()),
+        *_items_functions(),
         *_document_functions(),
         _SYNC_WEBHOOK_SECRET,
         _WEBHOOK_SECRET,
@@ -321,6 +441,17 @@ def declared_triggers() -> tuple[Trigger, ...]:
                     f" for each row{when} execute function {function.signature}",
                 )
             )
+    for table, column, function in _request_stamps():
+        t = table.name
+        triggers.append(
+            Trigger(
+                f"{t}_{column}_stamp",
+                t,
+                f"create trigger {t}_{column}_stamp before update of {column} on public.{t}"
+                f" for each row when (old.{column} is null and new.{column} is not null)"
+                f" execute function {function.signature}",
+            )
+        )
     triggers.append(
         Trigger(
             "whale_transactions_notify",

@@ -46,6 +46,9 @@ class Finding:
     # (table, constraint) pairs added NOT VALID, to VALIDATE after the revision's transaction
     # commits (the scan must not hold the ADD's exclusive lock meanwhile).
     validate: tuple[tuple[str, str], ...] = ()
+    # Applied after the revision's tables are created (a trigger on a table the same revision
+    # creates); everything else goes first (functions: CHECKs and triggers call them).
+    after_tables: bool = False
 
     def __str__(self) -> str:
         return f"{self.subject}: {self.problem}"
@@ -296,7 +299,12 @@ _TRIGGERS = sa.text(
 def trigger_findings(connection: sa.Connection) -> list[Finding]:
     actual = {(r.table, r.name): r.definition for r in connection.execute(_TRIGGERS)}
     declared = [t for t in declared_triggers() if _exists(connection, t.table)]
-    findings: list[Finding] = []
+    findings: list[Finding] = [
+        Finding(f"trigger {t.name}", "missing (on a new table)", (t.create,), (t.drop_sql(),),
+                after_tables=True)
+        for t in declared_triggers()
+        if not _exists(connection, t.table)
+    ]  # fmt: skip
     by_key: dict[tuple[str, str], Trigger] = {(t.table, t.name): t for t in declared}
     probes = [
         t.create.replace(f"create trigger {t.name} ", f"create trigger zz_probe_{i} ", 1)

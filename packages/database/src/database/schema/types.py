@@ -105,8 +105,30 @@ NonNegativeBigInt = Annotated[int, BigInt(ge=0)]
 #: A signed percentage change to 0.01 basis point (NUMERIC(12, 4)); an order-book size.
 Percent = Annotated[Decimal, Field(max_digits=12, decimal_places=4), PlainDigits]
 Size = Annotated[Decimal, Field(gt=0, max_digits=30, decimal_places=18), PlainDigits]
+#: A score with a direction, -1 (bearish) to 1 (bullish): sentiment, signal components.
+SignedScore = Annotated[Decimal, Field(ge=-1, le=1, max_digits=5, decimal_places=4), PlainDigits]
+#: Money that may be negative (profit and loss), in the quote currency, to 18 places.
+Pnl = Annotated[Decimal, Field(max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE), PlainDigits]
+PNL_SQL_TYPE = sa.Numeric(PRICE_DIGITS, PRICE_SCALE)
+
+# -- text ------------------------------------------------------------------------------------
+
+URL_PATTERN = describe_pattern(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$",
+    "must be an http:// or https:// URL in printable ASCII (percent-encode the rest)",
+)
+Url = Annotated[str, Text(max_length=2048, pattern=URL_PATTERN, strip=True)]
+#: Words found in a text (sentiment keywords, event keywords): lower-case, trimmed.
+Keyword = Annotated[str, Text(min_length=1, max_length=64, lower=True, strip=True)]
 
 # -- closed sets -----------------------------------------------------------------------------
+
+
+class TradeSide(StrEnum):
+    """Which way a trade or an order goes: the taker buys or sells the base asset."""
+
+    BUY = "buy"
+    SELL = "sell"
 
 
 class Chain(StrEnum):
