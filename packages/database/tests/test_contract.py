@@ -123,7 +123,8 @@ SCHEMA_RULES: list[tuple[str, str, Any, str]] = [
     ("collection_runs", "status", "succeeded", "finished_at must be set"),
     ("collection_runs", "records_collected", -1, "greater than or equal to 0"),
     ("evaluator_cursors", "name", "Has Spaces", "lower-case letters, digits and _ . : -"),
-    ("evaluator_cursors", "last_id", None, "last_created_at and last_id go together"),
+    ("evaluator_cursors", "after_id", None, "after_xact_id and after_id go together"),
+    ("evaluator_cursors", "window_snapshot", None, "a position needs its window_snapshot"),
     ("alert_webhook_secrets", "secret", "short", "64 hex digits"),
     ("whale_transactions", "gas_price", 2**63, "less than or equal to 9223372036854775807"),
     ("alerts", "name", "nul\x00here", "NUL"),
@@ -512,8 +513,13 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
     ),
     (
         "evaluator_cursors",
-        "update evaluator_cursors set last_id = null where name = :id",
+        "update evaluator_cursors set after_id = null where name = :id",
         "ck_evaluator_cursors_position_complete",
+    ),
+    (
+        "evaluator_cursors",
+        "update evaluator_cursors set window_snapshot = null where name = :id",
+        "ck_evaluator_cursors_position_in_window",
     ),
     (
         "alert_webhook_secrets",

@@ -1,6 +1,7 @@
-"""The alert service's own SQL: matching whale transactions against rules, recording events,
-the evaluator's cursor and the webhook delivery queue. Keyword-only functions over the
-caller's session; none of them commits (the evaluator and deliverer own their transactions).
+"""The alert service's own SQL: matching whale transactions against rules, recording events
+and the webhook delivery queue (the stream position: stream.py). Keyword-only functions over
+the caller's session; none of them commits (the evaluator and deliverer own their
+transactions).
 """
 
 from __future__ import annotations
@@ -13,97 +14,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
-
-# -- the evaluator's cursor -------------------------------------------------------------------
-
-_ENSURE_CURSOR = sa.text(
-    "insert into evaluator_cursors (name) values (:name) on conflict do nothing"
-)
-_LOCK_CURSOR = sa.text(
-    "select last_created_at, last_id from evaluator_cursors where name = :name"
-    " for update skip locked"
-)
-_CURSOR = sa.text("select last_created_at, last_id from evaluator_cursors where name = :name")
-_ADVANCE_CURSOR = sa.text(
-    "update evaluator_cursors set last_created_at = :at, last_id = :id where name = :name"
-)
-
-
-@dataclass(frozen=True)
-class Position:
-    """The last (created_at, id) a stream's consumer has handled; (None, None) at the start."""
-
-    created_at: datetime | None
-    id: uuid.UUID | None
-
-
-def ensure_cursor(session: Session, *, stream: str) -> None:
-    session.execute(_ENSURE_CURSOR, {"name": stream})
-
-
-def lock_cursor(session: Session, *, stream: str) -> Position | None:
-    """The cursor, locked for this transaction; None when another worker holds it."""
-    row = session.execute(_LOCK_CURSOR, {"name": stream}).one_or_none()
-    return None if row is None else Position(row.last_created_at, row.last_id)
-
-
-def cursor_position(session: Session, *, stream: str) -> Position:
-    row = session.execute(_CURSOR, {"name": stream}).one()
-    return Position(row.last_created_at, row.last_id)
-
-
-def advance_cursor(session: Session, *, stream: str, to: Position) -> None:
-    session.execute(_ADVANCE_CURSOR, {"at": to.created_at, "id": to.id, "name": stream})
-
-
-# -- new whale transactions -------------------------------------------------------------------
-
-# Everything created before the oldest transaction still running is committed (or gone).
-# Only transactions that have written (they hold a transaction id) can add rows: long readers
-# (reports, idle sessions) do not hold evaluation back.
-_HORIZON = sa.text(
-    "select least(now(), coalesce((select min(xact_start) from pg_stat_activity"
-    " where backend_xid is not null and pid <> pg_backend_pid()), now()))"
-    " - make_interval(secs => :margin)"
-)
-_AFTER = (
-    "(created_at, id) > (coalesce(cast(:after as timestamptz), '-infinity'),"
-    " coalesce(cast(:after_id as uuid), '00000000-0000-0000-0000-000000000000'))"
-)
-_NEXT = sa.text(
-    f"select id, created_at from whale_transactions where {_AFTER}"
-    " and created_at < :horizon order by created_at, id limit :limit"
-)
-_PENDING = sa.text(f"select exists (select 1 from whale_transactions where {_AFTER})")
-
-
-@dataclass(frozen=True)
-class NewTransaction:
-    id: uuid.UUID
-    created_at: datetime
-
-
-def visibility_horizon(session: Session, *, margin_seconds: float) -> datetime:
-    """Rows created before this are all committed: safe to evaluate in created_at order."""
-    horizon: datetime = session.execute(_HORIZON, {"margin": margin_seconds}).scalar_one()
-    return horizon
-
-
-def next_transactions(
-    session: Session, *, after: Position, horizon: datetime, limit: int
-) -> list[NewTransaction]:
-    rows = session.execute(
-        _NEXT,
-        {"after": after.created_at, "after_id": after.id, "horizon": horizon, "limit": limit},
-    )
-    return [NewTransaction(row.id, row.created_at) for row in rows]
-
-
-def transactions_after(session: Session, *, position: Position) -> bool:
-    """Are there transactions past `position` (perhaps still too young to evaluate)?"""
-    params = {"after": position.created_at, "after_id": position.id}
-    return bool(session.execute(_PENDING, params).scalar_one())
-
 
 # -- matching and recording -------------------------------------------------------------------
 

@@ -345,8 +345,11 @@ class EvaluatorCursorFactory(ModelFactory):
         model = EvaluatorCursor
 
     name = factory.Sequence(lambda n: f"stream.{n}")
-    last_created_at = EPOCH
-    last_id = factory.LazyFunction(uuid.uuid4)
+    # Halfway through a window: rows of transactions 100-104 done, 105-109 being read.
+    done_snapshot = "100:105:"
+    window_snapshot = "100:110:"
+    after_xact_id = 106
+    after_id = factory.LazyFunction(uuid.uuid4)
 
 
 class DexTradeFactory(ModelFactory):

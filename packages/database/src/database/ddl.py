@@ -12,8 +12,8 @@ What is declared, and where it comes from:
   notification, the webhook-secret functions, the element checks of list columns, the
   stamp of an owner's request, and the daily-performance refresh;
 * triggers — `updated_at` on every table that has the column, a quota on every table users
-  write that declares one, the stamp of a user-submitted table's request, NOTIFY on whale
-  transactions, webhook secrets on alerts;
+  write that declares one, the stamp of a user-submitted table's request, NOTIFY on every
+  stream table (database.schema.streams), webhook secrets on alerts;
 * the `supabase_realtime` publication's tables.
 """
 
@@ -27,6 +27,7 @@ import sqlalchemy as sa
 import database.schema  # noqa: F401 - registers the tables and views
 from database.schema.base import metadata
 from database.schema.documents import render_functions
+from database.schema.streams import is_stream
 
 PRIVATE = "private"
 API_ROLES = ("anon", "authenticated", "service_role")
@@ -118,17 +119,18 @@ end
 )
 
 # One notification per INSERT statement, however many rows it wrote: bulk ingest pays nothing
-# per row. Listeners then read new rows from their stored cursor.
-_NOTIFY_WHALES = Function(
-    "private.notify_whale_transactions",
-    "private.notify_whale_transactions()",
+# per row. The channel is the table's name; listeners then read the new rows from their stored
+# stream position (database.schema.streams).
+_NOTIFY_STREAM = Function(
+    "private.notify_stream",
+    "private.notify_stream()",
     _sql_function(
-        "private.notify_whale_transactions",
+        "private.notify_stream",
         "",
         "trigger",
         """
 begin
-  perform pg_notify('whale_transactions', tg_op);
+  perform pg_notify(tg_table_name, tg_op);
   return null;
 end
 """,
@@ -394,7 +396,7 @@ def declared_functions() -> tuple[Function, ...]:
     return (
         _UUID_V7,
         _SET_UPDATED_AT,
-        _NOTIFY_WHALES,
+        _NOTIFY_STREAM,
         _REFRESH_DAILY_PERFORMANCE,
         *(function for _, function in _quotas()),
         *(function for _, _, function in _request_stamps()),
@@ -452,14 +454,17 @@ def declared_triggers() -> tuple[Trigger, ...]:
                 f" execute function {function.signature}",
             )
         )
-    triggers.append(
-        Trigger(
-            "whale_transactions_notify",
-            "whale_transactions",
-            "create trigger whale_transactions_notify after insert on public.whale_transactions"
-            " for each statement execute function private.notify_whale_transactions()",
-        )
-    )
+    for table in metadata.sorted_tables:
+        if is_stream(table):
+            t = table.name
+            triggers.append(
+                Trigger(
+                    f"{t}_notify",
+                    t,
+                    f"create trigger {t}_notify after insert on public.{t}"
+                    " for each statement execute function private.notify_stream()",
+                )
+            )
     # Only rules that have (or change) webhook channels pay for the secret's bookkeeping.
     webhook = """new.channels @> '[{"type": "webhook"}]'"""
     triggers.append(

@@ -54,6 +54,20 @@ class Finding:
         return f"{self.subject}: {self.problem}"
 
 
+def _new_columns(connection: sa.Connection, table: sa.Table) -> list[str]:
+    """Statements adding the declared columns the live table lacks yet (inside a probe's
+    savepoint), so CHECKs and triggers on columns a revision adds can be probed."""
+    target = f"public.{table.name}"
+    live = {r.name for r in connection.execute(_COLUMNS, {"t": target})}
+    dialect = connection.dialect
+    return [
+        f"alter table {target} add column {dialect.identifier_preparer.quote(c.name)}"
+        f" {c.type.compile(dialect=dialect)}"
+        for c in table.columns
+        if c.name not in live
+    ]
+
+
 def _functions_first() -> list[str]:
     """Statements that make every declared function exist (inside a probe's savepoint), so
     CHECKs and triggers that call them can be probed before a revision creates them."""
@@ -171,7 +185,12 @@ def check_findings(connection: sa.Connection) -> list[Finding]:
         ]
         probed = {
             r.name: _deparsed(r.definition)
-            for r in _probe(connection, [*_functions_first(), *probes], _CHECKS, {"t": target})
+            for r in _probe(
+                connection,
+                [*_functions_first(), *_new_columns(connection, table), *probes],
+                _CHECKS,
+                {"t": target},
+            )
         }
         expected = {name: probed[f"zz_probe_{i}"] for i, name in enumerate(declared)}
         for name, sql in declared.items():
@@ -310,7 +329,13 @@ def trigger_findings(connection: sa.Connection) -> list[Finding]:
         t.create.replace(f"create trigger {t.name} ", f"create trigger zz_probe_{i} ", 1)
         for i, t in enumerate(declared)
     ]
-    statements = [*_functions_first(), *probes]
+    tables = {t.name: t for t in _tables()}
+    columns = [
+        sql
+        for name in {t.table for t in declared}
+        for sql in _new_columns(connection, tables[name])
+    ]
+    statements = [*_functions_first(), *columns, *probes]
     probed = {
         (r.table, r.name): r.definition for r in _probe(connection, statements, _TRIGGERS, {})
     }
