@@ -7,10 +7,10 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
 
-.PHONY: help uv install advisors bench docs docs-check migrate-sql demo dev db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+.PHONY: help uv install advisors bench docs docs-check migrate-sql migrate-plan migration-lint inspect report verify demo dev db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
 
 help: ## list the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -37,8 +37,14 @@ db-url: install ## print the embedded database's URL
 db-status: install ## is the embedded database running?
 	@$(RUN) database local status
 
-migrate: install ## upgrade DATABASE_URL (or the embedded database) to head
-	@$(RUN) database migrate
+migrate: install ## print the plan (locks, live sizes), then upgrade DATABASE_URL (or the embedded database) to head
+	@$(RUN) database migrate $(if $(max),--max-lock-table-size $(max),)
+
+migrate-plan: install ## the plan only: each pending statement, its lock, the live size of its table
+	@$(RUN) database migrate --plan $(if $(max),--max-lock-table-size $(max),)
+
+migration-lint: install ## squawk on every revision's SQL (exceptions declared in the revision)
+	@$(RUN) database migration-lint
 
 migrate-sql: install ## write the SQL `make migrate` would run to build/migrate.sql, for review
 	@mkdir -p build
@@ -55,18 +61,28 @@ revision: install ## autogenerate a revision: make revision m="add foo"
 test: install ## run every test (embedded database unless DATABASE_URL is set)
 	@$(RUN) pytest
 
-lint: install ## ruff (lint + format check), mypy, the schema reference, Supabase's advisors
+lint: install ## ruff (lint + format check), mypy, the schema reference, the migration gate, Supabase's advisors
 	@$(RUN) ruff check .
 	@$(RUN) ruff format --check .
 	@$(RUN) mypy
 	@$(RUN) mypy apps/whale-tracker/src apps/whale-tracker/tests
 	@$(RUN) mypy apps/alert-service/src apps/alert-service/tests
 	@$(RUN) database docs --check
+	@$(MAKE) --no-print-directory migration-lint
 	@$(MAKE) --no-print-directory advisors
 
 advisors: install ## Supabase's database advisors (CLI via npx) on the migrated database; fails on WARN/ERROR
 	@$(RUN) database migrate >/dev/null
 	@$(RUN) database advisors
+
+inspect: install ## read the database's statistics: make inspect v=outliers (v=help lists the verbs; a="--json")
+	@$(RUN) database inspect $(if $(filter help,$(v)),--help,$(or $(v),--help)) $(a)
+
+report: install ## the inspect rules as pass/fail (thresholds: [tool.database.report]); exit 1 on a failure
+	@$(RUN) database inspect report $(a)
+
+verify: install ## integrity: amcheck, NOT VALID orphans, sequences, primary keys, RLS; exit 1 on a finding
+	@$(RUN) database verify $(a)
 
 docs: install ## regenerate docs/schema.md from the code (CI fails when it is stale)
 	@$(RUN) database docs

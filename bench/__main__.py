@@ -13,8 +13,10 @@ from pathlib import Path
 
 from bench import alert_service as alert_bench
 from bench import database as db_bench
+from bench import seeds as seeds_bench
 from bench import whale_tracker as wt_bench
 from bench.harness import HEADER, Report, fresh_database
+from database.schema.alerts import MAX_RULES_PER_USER
 
 
 def main() -> int:
@@ -41,15 +43,29 @@ def main() -> int:
             runs=50 if quick else 200,
         )
         db_bench.rls_read(
-            report, url, users=250 if quick else 1000, per_user=100, runs=20 if quick else 50
+            report,
+            url,
+            users=500 if quick else 2000,
+            per_user=MAX_RULES_PER_USER,
+            runs=20 if quick else 50,
         )
         with tempfile.TemporaryDirectory() as workdir:
             wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir), repeat)
-        wt_bench.api_latency(report, url, clients=4, requests_each=50 if quick else 250)
+        wt_bench.api_serving(report, url, clients=(1, 4, 16), seconds=3 if quick else 10)
         alert_bench.evaluation(
             report, url, transactions=10_000 if quick else 100_000, rules=200 if quick else 1_000
         )
-        alert_bench.notify_delay(report, url, samples=10 if quick else 40)
+        alert_bench.notify_delay(report, url, samples=30 if quick else 100)
+        alert_bench.json_checks(report, url, rows=2_000 if quick else 10_000)
+        seeds_bench.trade_statistics(
+            report, url, trades=100_000 if quick else 1_000_000, runs=5 if quick else 9
+        )
+        seeds_bench.sentiment_hourly(
+            report, url, scores=50_000 if quick else 1_000_000, runs=3 if quick else 5
+        )
+        seeds_bench.ohlcv_from_trades(
+            report, url, trades=50_000 if quick else 1_000_000, repeat=1 if quick else 3
+        )
     path = report.write()
     missed = [r for r in report.results if r.met is False]
     print(f"\n{len(report.results)} figures in {time.perf_counter() - started:.0f} s -> {path}")

@@ -8,20 +8,28 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from bench.database import WHALE_COLUMNS, raw_copy, truncate, whale_tuples
-from bench.harness import Report, Result, percentiles, timed
-from database.repositories import WhaleTransactionRepository
-from database.schema import WhaleTransactionCreate
+from bench.harness import Report, Result, timed
+from bench.load import (
+    Load,
+    call_load,
+    cpu_spent,
+    http_load,
+    postmaster_of,
+)
+from database.repositories import BulkWriter, WhaleTransactionRepository
+from database.schema import WhaleTransaction, WhaleTransactionCreate
 from database.sessions import Database
 from database.settings import load_settings
 from whale_tracker.ingest.generate import write
@@ -56,18 +64,30 @@ def ingest_file(report: Report, url: URL, n: int, workdir: Path, repeat: int = 1
         assert summary.inserted == n, summary.render()
         return seconds
 
-    copy_times, ingest_times = [], []
+    def run_upsert() -> float:
+        seconds, result = timed(lambda: BulkWriter(db).upsert(WhaleTransaction, rows=models))
+        assert result.inserted == n, result
+        return seconds
+
+    copy_times, upsert_times, ingest_times = [], [], []
     for _ in range(max(repeat, 2)):
         truncate(url, "whale_transactions")
         copy_times.append(raw_copy(url, "whale_transactions", WHALE_COLUMNS, tuples))
+        truncate(url, "whale_transactions")
+        upsert_times.append(run_upsert())
         truncate(url, "whale_transactions")
         ingest_times.append(run_ingest())
     tuples.clear()
     copy = report.rate(g, "raw COPY of the same rows, formatted (baseline)", n,
                        statistics.median(copy_times))  # fmt: skip
-    report.rate(g, "whale-tracker ingest of a JSONL file", n, statistics.median(ingest_times),
-                baseline=copy, at_least=0.85,
+    parsed = report.rate(g, "package upsert of parsed rows (baseline)", n,
+                         statistics.median(upsert_times))  # fmt: skip
+    seconds = statistics.median(ingest_times)
+    name = "whale-tracker ingest of a JSONL file"
+    report.rate(g, name, n, seconds, baseline=copy, at_least=0.85,
                 note="read + validate + score + commit; same-run alternating medians")  # fmt: skip
+    report.rate(g, name, n, seconds, baseline=parsed, at_least=0.7,
+                note="the file's work against the package's own upsert of the models")  # fmt: skip
     models.clear()
     db.dispose()
 
@@ -109,11 +129,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _server(url: URL) -> Iterator[str]:
+def _server(url: URL, *, workers: int = 1) -> Iterator[tuple[str, int]]:
+    """`whale-tracker serve` on a free loopback port: (base URL, server pid)."""
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)}
     process = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "whale_tracker.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "whale_tracker.cli", "serve", "--port", str(port),
+         "--workers", str(workers), "--no-access-log"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -125,55 +147,110 @@ def _server(url: URL) -> Iterator[str]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        yield base
+        else:
+            raise RuntimeError("whale-tracker serve did not come up")
+        yield base, process.pid
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=20)
 
 
-def api_latency(report: Report, url: URL, *, clients: int, requests_each: int) -> None:
-    """GET /whale-transactions from `clients` threads on loopback, bounded in count."""
-    g = "api"
-    db = Database(settings=load_settings(), url=url)
-    direct = []
-    with db.anon_session() as session:
-        repo = WhaleTransactionRepository(session)
-        for _ in range(50):
-            direct.append(
-                timed(lambda: repo.search(filters={"min_value_eth": 100}, limit=50))[0] * 1000
-            )
-    db.dispose()
-    base = report.add(
-        Result(
-            g, "repository search, 50 rows p50 (baseline)", round(percentiles(direct)[0], 3), "ms"
-        )
+LIST_QUERY = {"min_value_eth": 100, "limit": 50}
+LIST_PATH = "/whale-transactions?min_value_eth=100&limit=50"
+ENDPOINTS = {
+    # call: (label, repository method, path template)
+    "list": ("GET /whale-transactions (50 rows)", "search", LIST_PATH),
+    "detail": ("GET /whale-transactions/{hash}", "get_by_hash", "/whale-transactions/{hash}"),
+}
+
+
+@dataclass(frozen=True)
+class _Measured:
+    load: Load
+    server_cpu_s: float
+    database_cpu_s: float
+
+
+def _measure(
+    url: str, server_pid: int, postmaster: int | None, *, clients: int, seconds: float
+) -> _Measured:
+    """HTTP load on `url`, with the CPU the server's processes and PostgreSQL spent on it."""
+    load, (server, database) = cpu_spent(
+        [server_pid, postmaster], lambda: http_load(url, clients=clients, seconds=seconds)
     )
-    samples: list[float] = []
-    lock = threading.Lock()
-    with _server(url) as server:
+    return _Measured(load, server, database)
 
-        def worker() -> None:
-            with httpx.Client(base_url=server, timeout=10) as http:
-                for _ in range(requests_each):
-                    started = time.perf_counter()
-                    response = http.get(
-                        "/whale-transactions", params={"min_value_eth": 100, "limit": 50}
+
+def api_serving(report: Report, url: URL, *, clients: tuple[int, ...], seconds: float) -> None:
+    """The list (50 rows) and detail endpoints from 1, 4 and 16 loopback clients, each against
+    its own repository query run from as many threads, each in an open anon session: the
+    query and its rows, without HTTP or a session's set-up."""
+    g = "api"
+    # A connection for each baseline client.
+    settings = load_settings().model_copy(update={"db_pool_size": max(clients)})
+    db = Database(settings=settings, url=url)
+    with db.anon_session() as session:
+        page = WhaleTransactionRepository(session).search(filters=LIST_QUERY, limit=50)
+        backend = session.execute(sa.text("select pg_backend_pid()")).scalar_one()
+    postmaster = postmaster_of(backend)  # the server is on this machine (loopback)
+    assert len(page.data) == 50, "the benchmark data has fewer than 50 rows over 100 ETH"
+    tx_hash = page.data[0].hash
+
+    def repository(method: str, *, clients: int) -> Load:
+        with ExitStack() as open_sessions:
+
+            def make() -> Callable[[], object]:
+                repo = WhaleTransactionRepository(open_sessions.enter_context(db.anon_session()))
+                if method == "search":
+                    return lambda: repo.search(filters=LIST_QUERY, limit=50)
+                return lambda: repo.get_by_hash(hash=tx_hash)
+
+            return call_load(make, clients=clients, seconds=seconds / 2)
+
+    baselines = {
+        (call, n): repository(method, clients=n)
+        for call, (_, method, _) in ENDPOINTS.items()
+        for n in clients
+    }
+    db.dispose()
+    with _server(url) as (base, pid):
+        for call, (label, method, path) in ENDPOINTS.items():
+            for n in clients:
+                repo = baselines[(call, n)]
+                baseline = report.add(
+                    Result(
+                        g, f"repository {method}, {n} clients p50", round(repo.p50_ms, 3), "ms",
+                        note=f"p95 {repo.p95_ms:.2f} ms, {repo.per_second:,.0f} calls/s",
                     )
-                    elapsed = (time.perf_counter() - started) * 1000
-                    assert response.status_code == 200, response.text
-                    with lock:
-                        samples.append(elapsed)
-
-        threads = [threading.Thread(target=worker) for _ in range(clients)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - started
-    p50, p95 = percentiles(samples)
-    report.add(Result(g, f"GET /whale-transactions p50, {clients} clients", round(p50, 3), "ms",
-                      base.name, round(p50 / base.value, 3)))  # fmt: skip
-    report.add(Result(g, f"GET /whale-transactions p95, {clients} clients", round(p95, 3), "ms"))
-    report.add(Result(g, "requests per second", round(len(samples) / wall), "req/s",
-                      note=f"{len(samples)} requests on loopback"))  # fmt: skip
+                )  # fmt: skip
+                m = _measure(
+                    base + path.format(hash=tx_hash), pid, postmaster, clients=n, seconds=seconds
+                )
+                target = 3.0 if (call == "list" and n == 4) else None
+                ratio = m.load.p50_ms / repo.p50_ms
+                report.add(
+                    Result(
+                        g, f"{label} p50, {n} clients", round(m.load.p50_ms, 3), "ms",
+                        baseline.name, round(ratio, 3), f"<= {target}x" if target else None,
+                        (ratio <= target) if target else None,
+                        note=f"p95 {m.load.p95_ms:.2f} ms, {m.load.per_second:,.0f} req/s;"
+                        f" CPU per request: server {m.server_cpu_s * 1000 / m.load.count:.2f} ms,"
+                        f" PostgreSQL {m.database_cpu_s * 1000 / m.load.count:.2f} ms"
+                        f" ({m.load.generator})",
+                    )
+                )  # fmt: skip
+    # The most this machine serves: a worker process per core, the most clients.
+    workers, n = os.cpu_count() or 1, max(clients)
+    list_path = ENDPOINTS["list"][2]
+    with _server(url, workers=workers) as (base, pid):
+        http_load(base + list_path, clients=n, seconds=1)  # every worker warm
+        m = _measure(base + list_path, pid, postmaster, clients=n, seconds=seconds)
+    report.add(
+        Result(
+            g, f"GET /whale-transactions, {workers} workers, {n} clients",
+            round(m.load.per_second), "req/s",
+            note=f"p50 {m.load.p50_ms:.1f} ms; cores busy (of {workers}): server"
+            f" {m.server_cpu_s / seconds:.2f}, PostgreSQL {m.database_cpu_s / seconds:.2f}"
+            f" ({m.load.generator})",
+        )
+    )  # fmt: skip

@@ -4,6 +4,7 @@ loopback): isolation between users is the database's doing, and bad tokens are 4
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from alert_service.api import MAX_BODY_BYTES, create_app
 from database.schema.alerts import MAX_RULES_PER_USER
 from database.sessions import Database
+from service_kit.egress import TargetPolicy
 from service_kit.tokens import TokenVerifier
 
 SECRET = "alert-service-test-secret-long-enough-for-hs256"
@@ -85,10 +87,26 @@ def jwks_server() -> Iterator[tuple[str, ec.EllipticCurvePrivateKey]]:
     server.shutdown()
 
 
+#: What webhook host names resolve to in these tests (no network needed): one public name,
+#: one an internal DNS would give a private address, one on the metadata address.
+NAMES = {
+    "hooks.example": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+    "intranet.example": ["10.20.30.40"],
+    "metadata.example": ["169.254.169.254"],
+}
+
+
+def resolve(host: str, port: int) -> list[str]:
+    if host not in NAMES:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return NAMES[host]
+
+
 @pytest.fixture
 def client(database: Database, jwks_server: tuple[str, Any]) -> Iterator[TestClient]:
     verifier = TokenVerifier(jwt_secret=SecretStr(SECRET), jwks_url=jwks_server[0])
-    with TestClient(create_app(database=database, verifier=verifier)) as c:
+    targets = TargetPolicy(resolver=resolve)
+    with TestClient(create_app(database=database, verifier=verifier, targets=targets)) as c:
         yield c
 
 

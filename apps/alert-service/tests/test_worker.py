@@ -1,5 +1,6 @@
 """The evaluator and the deliverer against the real database: NOTIFY, catch-up, two workers,
-cooldowns, webhook retries and signatures (a receiver on loopback)."""
+cooldowns, webhook retries and signatures (an HTTPS receiver on loopback, reachable only
+because the tests allow `localhost` through WEBHOOK_ALLOWED_HOSTS)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import Session
 
 from alert_service.changes import NotifySource, RealtimeSource, change_source
 from alert_service.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, Backoff, Deliverer, verify
@@ -23,10 +24,11 @@ from alert_service.evaluator import Evaluator
 from alert_service.rules import AlertRepository
 from database.repositories import BulkWriter
 from database.schema import WhaleTransaction, WhaleTransactionCreate
+from database.schema.base import build_row
 from database.sessions import Database
 from database.settings import load_settings
-
-SETTLE = 0.4  # the evaluator reads rows older than the oldest open transaction minus 0.25 s
+from database_tools.https_receiver import HttpsReceiver
+from service_kit.egress import PublicClient, TargetPolicy
 
 
 def _whales(n: int, value_eth: str = "5000") -> list[WhaleTransactionCreate]:
@@ -77,7 +79,13 @@ def rule(database: Database) -> Callable[..., uuid.UUID]:
             }
             if channels:
                 data["channels"] = channels
-            return AlertRepository(s).create(data=data, user_id=user).id
+            rule = AlertRepository(s).create(data=data, user_id=user).id
+            # The database issued a random secret; a known one lets the test check signatures.
+            s.execute(
+                text("update alert_webhook_secrets set secret = :k where alert_id = :a"),
+                {"k": "5" * 64, "a": rule},
+            )
+            return rule
 
     return make
 
@@ -100,6 +108,10 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def _wait_for_events(database: Database, alert: Any, count: int) -> None:
+    _wait_for(lambda: len(_events(database, alert)) == count)
 
 
 @contextmanager
@@ -133,14 +145,66 @@ def test_catch_up_after_a_stop_evaluates_each_transaction_once(
     alert = rule()
     evaluator = Evaluator(database)
     ingest(2)
-    time.sleep(SETTLE)
     assert evaluator.run_until_idle() == 2
     ingest(5)  # arrives while no worker runs
-    time.sleep(SETTLE)
     with running(Evaluator(database)):
         _wait_for(lambda: len(_events(database, alert)) == 7)
     assert evaluator.run_until_idle() == 0  # nothing is evaluated twice
     assert len(_events(database, alert)) == 7
+
+
+def _insert_uncommitted(session: Session, rows: list[WhaleTransactionCreate]) -> None:
+    """Write `rows` in the caller's open transaction (flushed, not committed)."""
+    session.add_all([build_row(WhaleTransaction, r) for r in rows])
+    session.flush()
+
+
+def test_a_late_commit_is_evaluated_once_after_it_and_holds_nothing_back(
+    database: Database, ingest: Any, rule: Any
+) -> None:
+    """A writing transaction is held open while other rows commit: those are evaluated at
+    once; the held rows, written first (older created_at), are evaluated after their commit,
+    once."""
+    alert = rule()
+    evaluator = Evaluator(database)
+    held = _whales(3)
+    with database.service_session() as long_ingest:
+        _insert_uncommitted(long_ingest, held)
+        for round_ in range(1, 4):
+            ingest(2)
+            assert evaluator.run_until_idle() == 2  # no waiting on the open transaction
+            assert len(_events(database, alert)) == 2 * round_
+        assert not evaluator.pending()  # uncommitted rows are not there yet
+    assert evaluator.pending()
+    assert evaluator.run_until_idle() == 3
+    assert evaluator.run_until_idle() == 0
+    events = _events(database, alert)
+    assert len(events) == 9 == len({e.whale_transaction_id for e in events})
+    with database.service_session() as s:
+        oldest = s.execute(text("select min(created_at) from whale_transactions")).scalar_one()
+        first_held = s.execute(
+            text("select created_at from whale_transactions where hash = :h"),
+            {"h": held[0].hash},
+        ).scalar_one()
+    assert first_held == oldest  # a (created_at, id) cursor would have passed it by
+
+
+def test_a_running_worker_evaluates_a_late_commit_once(
+    database: Database, ingest: Any, rule: Any
+) -> None:
+    alert = rule()
+    held = _whales(4)
+    with running(Evaluator(database)), running(Evaluator(database)):
+        with database.service_session() as long_ingest:
+            _insert_uncommitted(long_ingest, held)
+            for round_ in range(1, 4):
+                ingest(5)
+                _wait_for_events(database, alert, 5 * round_)
+        _wait_for_events(database, alert, 15 + 4)
+        time.sleep(0.5)  # time for a duplicate to show up, were there one
+    events = _events(database, alert)
+    assert len(events) == 19 == len({e.whale_transaction_id for e in events})
+    assert {e.payload["hash"] for e in events} >= {r.hash for r in held}
 
 
 def test_two_workers_produce_each_event_exactly_once(
@@ -164,83 +228,27 @@ def test_cooldown_is_honoured(database: Database, ingest: Any, rule: Any) -> Non
     eager = rule(cooldown=0)
     evaluator = Evaluator(database)
     ingest(4)
-    time.sleep(SETTLE)
     evaluator.run_until_idle()
     ingest(2)
-    time.sleep(SETTLE)
     evaluator.run_until_idle()
     assert len(_events(database, cooling)) == 1
     assert len(_events(database, eager)) == 6
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    """Fails the first `failures` requests with 503, then accepts (and keeps) the rest."""
-
-    failures = 0
-    seen: list[tuple[dict[str, str], bytes]] = []
-    accepted: list[tuple[dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        headers = dict(self.headers.items())
-        type(self).seen.append((headers, body))
-        if len(type(self).seen) <= type(self).failures:
-            self.send_response(503)
-        else:
-            type(self).accepted.append((headers, body))
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver(loopback_webhooks: None) -> Iterator[tuple[str, type[_Receiver]]]:
-    _Receiver.seen, _Receiver.accepted = [], []
-    server = HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver
-    server.shutdown()
+def receiver() -> Iterator[HttpsReceiver]:
+    with HttpsReceiver() as r:
+        yield r
 
 
-@pytest.fixture
-def loopback_webhooks(database: Database) -> Iterator[None]:
-    """The receiver is http on loopback, which the channels rule refuses (https, public host
-    names): the rule is lifted for the test, as an owner could, and put back after."""
-    with database.service_session() as s:
-        s.execute(text("alter table alerts drop constraint ck_alerts_channels_valid"))
-    yield
-    with database.service_session() as s:
-        s.execute(text("delete from alerts where not private.valid_alert_channels(channels)"))
-        s.execute(
-            text(
-                "alter table alerts add constraint ck_alerts_channels_valid"
-                " check (private.valid_alert_channels(channels))"
-            )
-        )
-
-
-def _secret(database: Database, alert: uuid.UUID) -> str:
-    with database.service_session() as s:
-        secret: str = s.execute(
-            text("select secret from alert_webhook_secrets where alert_id = :a"), {"a": alert}
-        ).scalar_one()
-    return secret
-
-
-def _webhook_rule(database: Database, rule: Callable[..., uuid.UUID], url: str) -> uuid.UUID:
-    """A rule delivering to `url` (set by SQL: the API only takes https; the receiver is http)."""
-    alert = rule(channels=[{"type": "webhook", "url": "https://placeholder.example/hook"}])
-    with database.service_session() as s:
-        s.execute(
-            text(
-                "update alerts set channels = jsonb_build_array(jsonb_build_object("
-                "'type', 'webhook', 'url', cast(:u as text))) where id = :a"
-            ),
-            {"u": url, "a": alert},
-        )
-    return alert
+def deliverer_for(
+    database: Database, receiver: HttpsReceiver, *, backoff: Backoff | None = None
+) -> Deliverer:
+    """A deliverer allowed to reach the loopback receiver — through the setting, as a
+    developer would — and trusting its certificate authority."""
+    targets = TargetPolicy.from_settings(load_settings(webhook_allowed_hosts="localhost"))
+    client = PublicClient(targets, ssl_context=receiver.client_context())
+    return Deliverer(database, backoff=backoff, client=client)
 
 
 def _deliver_until(deliverer: Deliverer, done: Callable[[], bool]) -> None:
@@ -252,42 +260,57 @@ def _deliver_until(deliverer: Deliverer, done: Callable[[], bool]) -> None:
 
 
 def test_webhook_retried_until_accepted_once_with_a_valid_signature(
-    database: Database, ingest: Any, rule: Any, receiver: tuple[str, type[_Receiver]]
+    database: Database, ingest: Any, rule: Any, receiver: HttpsReceiver
 ) -> None:
-    url, handler = receiver
-    handler.failures = 2
-    alert = _webhook_rule(database, rule, url)
+    receiver.statuses = [503, 503, 204]
+    alert = rule(channels=[{"type": "webhook", "url": receiver.url()}])
     ingest(1)
-    time.sleep(SETTLE)
     Evaluator(database).run_until_idle()
     (event,) = _events(database, alert)
     assert event.delivery_status == "pending"
-    deliverer = Deliverer(database, backoff=Backoff(base_seconds=0.01, max_attempts=5))
+    deliverer = deliverer_for(
+        database, receiver, backoff=Backoff(base_seconds=0.01, max_attempts=5)
+    )
     _deliver_until(deliverer, lambda: _events(database, alert)[0].delivery_status != "pending")
     (event,) = _events(database, alert)
     assert (event.delivery_status, event.attempts) == ("delivered", 3)
-    assert len(handler.accepted) == 1 and len(handler.seen) == 3
-    headers, body = handler.accepted[0]
-    secret = _secret(database, alert)
-    assert verify(secret, int(headers[TIMESTAMP_HEADER]), body, headers[SIGNATURE_HEADER])
+    assert len(receiver.received) == 3
+    headers, body, sni = receiver.received[-1]
+    assert sni == "localhost"
+    assert verify("5" * 64, int(headers[TIMESTAMP_HEADER]), body, headers[SIGNATURE_HEADER])
     assert not verify("t" * 64, int(headers[TIMESTAMP_HEADER]), body, headers[SIGNATURE_HEADER])
     assert json.loads(body)["event_id"] == str(event.id)
 
 
 def test_webhook_that_always_fails_ends_failed(
-    database: Database, ingest: Any, rule: Any, receiver: tuple[str, type[_Receiver]]
+    database: Database, ingest: Any, rule: Any, receiver: HttpsReceiver
 ) -> None:
-    url, handler = receiver
-    handler.failures = 10**6
-    alert = _webhook_rule(database, rule, url)
+    receiver.statuses = [503]
+    alert = rule(channels=[{"type": "webhook", "url": receiver.url()}])
     ingest(1)
-    time.sleep(SETTLE)
     Evaluator(database).run_until_idle()
-    deliverer = Deliverer(database, backoff=Backoff(base_seconds=0.01, max_attempts=4))
+    deliverer = deliverer_for(
+        database, receiver, backoff=Backoff(base_seconds=0.01, max_attempts=4)
+    )
     _deliver_until(deliverer, lambda: _events(database, alert)[0].delivery_status != "pending")
     (event,) = _events(database, alert)
     assert (event.delivery_status, event.attempts, event.last_error) == ("failed", 4, "HTTP 503")
-    assert len(handler.seen) == 4
+    assert len(receiver.received) == 4
+
+
+def test_loopback_webhooks_are_refused_without_the_setting(
+    database: Database, ingest: Any, rule: Any, receiver: HttpsReceiver
+) -> None:
+    alert = rule(channels=[{"type": "webhook", "url": receiver.url()}])
+    ingest(1)
+    Evaluator(database).run_until_idle()
+    client = PublicClient(TargetPolicy.from_settings(load_settings()),
+                          ssl_context=receiver.client_context())  # fmt: skip
+    deliverer = Deliverer(database, backoff=Backoff(max_attempts=1), client=client)
+    _deliver_until(deliverer, lambda: _events(database, alert)[0].delivery_status != "pending")
+    (event,) = _events(database, alert)
+    assert (event.delivery_status, event.last_error) == ("failed", "target refused")
+    assert receiver.received == []
 
 
 def test_the_change_source_follows_the_settings(database: Database) -> None:

@@ -15,7 +15,9 @@ from sqlalchemy.engine import URL
 
 @pytest.fixture(autouse=True)
 def _isolated(settings_use_test_database: None, truncate_after: Callable[..., None]) -> None:
-    truncate_after("whale_transactions", "market_data", "collection_runs", "system_events")
+    truncate_after(
+        "whale_transactions", "market_data", "collection_runs", "system_events", "auth.users"
+    )
 
 
 # -- the real command, as an operator runs it ------------------------------------------------

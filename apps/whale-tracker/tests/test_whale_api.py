@@ -14,7 +14,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL
 
 from database.sessions import Database
@@ -46,6 +46,15 @@ def client(database: Database) -> Iterator[TestClient]:
     app = create_app(database=database, verifier=TokenVerifier(jwt_secret=SecretStr(SECRET)))
     with TestClient(app) as c:
         yield c
+
+
+@pytest.fixture
+def signed_in(database: Database) -> uuid.UUID:
+    """A user that exists in auth.users (a token's user must)."""
+    with database.service_session() as s:
+        return s.execute(  # type: ignore[no-any-return]
+            text("insert into auth.users (id) values (gen_random_uuid()) returning id")
+        ).scalar_one()
 
 
 @pytest.fixture
@@ -125,7 +134,23 @@ def test_one_by_hash_and_daily_stats(client: TestClient, loaded: int) -> None:
         ("/whale-transactions?limit=0", "limit"),
         ("/whale-transactions?chain=solana", "chain"),
         ("/whale-transactions?cursor=not-a-cursor", "cursor"),
-        ("/whale-transactions/0x1234", "hash"),
+        ("/whale-transactions/0x1234", "tx_hash"),
+        # Hostile or out-of-range values: each a 422 naming the parameter, never a 500.
+        ("/whale-transactions?since=-1.1", "since"),
+        ("/whale-transactions?since=1e30", "since"),
+        ("/whale-transactions?until=nan", "until"),
+        ("/whale-transactions?since=9999999999999", "since"),
+        ("/whale-transactions/top?since=-1.1", "since"),
+        ("/stats/daily?until=1e30", "until"),
+        ("/whale-transactions?min_value_eth=1e400", "min_value_eth"),
+        ("/whale-transactions?min_value_eth=0.0000000000000000001", "min_value_eth"),
+        ("/whale-transactions?min_value_usd=NaN", "min_value_usd"),
+        ("/whale-transactions?min_score=1e-30", "min_score"),
+        ("/whale-transactions?limit=100000000000000000000000", "limit"),
+        ("/whale-transactions?chain=eth%00", "chain"),
+        ("/whale-transactions?cursor=abc%00.def", "cursor"),
+        ("/whale-transactions/top?cursor=%00", "cursor"),
+        ("/whale-transactions/0x%00", "tx_hash"),
     ],
 )
 def test_bad_parameters_are_422_naming_the_field(client: TestClient, url: str, field: str) -> None:
@@ -134,7 +159,9 @@ def test_bad_parameters_are_422_naming_the_field(client: TestClient, url: str, f
     assert any(field in error["loc"] for error in response.json()["detail"]), response.text
 
 
-def test_reads_run_in_the_callers_role(client: TestClient, database: Database, loaded: int) -> None:
+def test_reads_run_in_the_callers_role(
+    client: TestClient, database: Database, loaded: int, signed_in: uuid.UUID
+) -> None:
     roles: list[str] = []
 
     def spy(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
@@ -146,7 +173,7 @@ def test_reads_run_in_the_callers_role(client: TestClient, database: Database, l
     try:
         anon = client.get("/whale-transactions", params={"limit": 5})
         user = client.get("/whale-transactions", params={"limit": 5},
-                          headers={"Authorization": f"Bearer {token()}"})  # fmt: skip
+                          headers={"Authorization": f"Bearer {token(signed_in)}"})  # fmt: skip
     finally:
         event.remove(engine, "before_cursor_execute", spy)
     assert anon.json() == user.json()  # public data: both see it
@@ -197,6 +224,50 @@ def test_openapi_reflects_the_package_models(client: TestClient) -> None:
             "limit", "cursor"} <= params  # fmt: skip
 
 
-def test_health(client: TestClient) -> None:
-    body = client.get("/health").json()
-    assert body["status"] == "ok" and body["database"]["server_version"]
+def test_health_tells_only_up_or_down(client: TestClient, signed_in: uuid.UUID) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    # Not even a signed-in user learns the server's version, latency or pool.
+    mine = client.get("/health", headers={"Authorization": f"Bearer {token(signed_in)}"})
+    assert mine.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "spell", [str.upper, lambda u: u.replace("-", ""), lambda u: "{" + u + "}"]
+)
+def test_tokens_must_name_an_existing_user_spelled_canonically(
+    client: TestClient, signed_in: uuid.UUID, spell: Any
+) -> None:
+    bearer = {"Authorization": f"Bearer {token(spell(str(signed_in)))}"}
+    response = client.get("/whale-transactions", headers=bearer)
+    assert response.status_code == 401 and "subject" in response.json()["detail"]
+    ghost = {"Authorization": f"Bearer {token(uuid.uuid4())}"}
+    response = client.get("/whale-transactions", headers=ghost)
+    assert response.json() == {"detail": "token's user does not exist"}
+    assert response.status_code == 401
+    assert client.get("/whale-transactions").status_code == 200  # anonymous is fine
+
+
+def test_cursors_are_signed(client: TestClient, loaded: int) -> None:
+    cursor = client.get("/whale-transactions", params={"limit": 5}).json()["next_cursor"]
+    body, _, mac = cursor.partition(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
+    response = client.get("/whale-transactions", params={"cursor": forged})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == [
+        "query", "cursor"
+    ]  # fmt: skip
+
+
+def test_the_document_declares_every_status_and_pattern(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            declared = set(operation["responses"])
+            expected = {"413", "422", "503"} | ({"401"} if path != "/health" else set())
+            assert expected <= declared, (method, path, declared)
+    one = spec["paths"]["/whale-transactions/{tx_hash}"]["get"]
+    assert {"404", "409"} <= set(one["responses"])
+    tx_hash = {p["name"]: p for p in one["parameters"]}["tx_hash"]
+    assert tx_hash["schema"]["pattern"] == "^0[xX][0-9a-fA-F]{64}$"
+    listing = {p["name"]: p for p in spec["paths"]["/whale-transactions"]["get"]["parameters"]}
+    assert listing["cursor"]["schema"]["anyOf"][0]["pattern"]
+    assert listing["since"]["schema"]["anyOf"][0]["pattern"]

@@ -24,7 +24,10 @@ from database.schema.registry import SCHEMAS
 from database_tools.factories import (
     FACTORIES,
     AlertFactory,
+    ArticleFactory,
     DexFactory,
+    OrderFactory,
+    PoolFactory,
     TokenFactory,
     WhaleTransactionFactory,
     new_auth_user,
@@ -47,6 +50,13 @@ EXPECTED: dict[AccessClass, dict[str, dict[str, Any]]] = {
         "anon": NOTHING,
         "owner": ALL,
         "other": {"select": 0, "insert": DENIED, "update": 0, "delete": 0},
+        "service": ALL,
+    },
+    # The owner submits and files its request (orders: asks to cancel); nobody deletes.
+    AccessClass.USER_SUBMITTED: {
+        "anon": NOTHING,
+        "owner": {"select": 1, "insert": 1, "update": 1, "delete": DENIED},
+        "other": {"select": 0, "insert": DENIED, "update": 0, "delete": DENIED},
         "service": ALL,
     },
     AccessClass.USER_READABLE: {
@@ -75,6 +85,12 @@ def _owner_kwargs(spec: TableAccess, owner: uuid.UUID) -> dict[str, Any]:
         return {"alert": AlertFactory(user_id=owner)}
     if spec.table == "pools":
         return {"dex": DexFactory(), "base_token": TokenFactory(), "quote_token": TokenFactory()}
+    if spec.table == "dex_trades":
+        return {"pool": PoolFactory()}
+    if spec.table in ("sentiment_scores", "market_events"):
+        return {"article": ArticleFactory()}
+    if spec.table == "order_fills":
+        return {"order": OrderFactory(user_id=owner)}
     return {spec.owner: owner} if spec.owner else {}
 
 
@@ -122,11 +138,13 @@ def test_rls_matrix(
         acting = actor
         params: dict[str, Any] = {}
     else:
-        # A user may update the client's columns only: touch one of those.
+        # A user may update the client's columns only: touch one of those (file the request,
+        # on a table that declares one).
         column = spec.update_columns[0] if spec.update_columns else pk.name
+        value = "now()" if spec.request else column
         sql = {
             "select": f"select count(*) from {table} where {pk.name} = :pk",
-            "update": f"update {table} set {column} = {column} where {pk.name} = :pk",
+            "update": f"update {table} set {column} = {value} where {pk.name} = :pk",
             "delete": f"delete from {table} where {pk.name} = :pk",
         }[op]
         statement, params = text(sql), key
@@ -150,6 +168,84 @@ def test_rls_matrix(
             else:  # RETURNING proves an insert happened
                 got = len(result.all()) if op == "insert" else result.rowcount
     assert got == expected
+
+
+# -- orders: the rules beyond the matrix ------------------------------------------------------
+
+_FILLS = {
+    "new": "filled_quantity = 0",
+    "accepted": "filled_quantity = 0",
+    "partially_filled": "filled_quantity = 1, average_fill_price = 3000",
+    "filled": "filled_quantity = quantity, average_fill_price = 3000, closed_at = now()",
+    "canceled": "closed_at = now()",
+    "rejected": "closed_at = now()",
+    "expired": "closed_at = now()",
+}
+CANCELABLE = {"new", "accepted", "partially_filled"}
+
+
+@pytest.mark.parametrize("who", ["owner", "other", "anon", "service"])
+@pytest.mark.parametrize("status", list(_FILLS))
+def test_only_the_owner_or_the_service_may_ask_to_cancel_an_open_order(
+    status: str, who: str, db_session: Session, db_connection: Connection, identity: Identity
+) -> None:
+    owner = new_auth_user()
+    order = OrderFactory(user_id=owner)
+    db_connection.execute(
+        text(f"update orders set status = :s, {_FILLS[status]} where id = :id"),
+        {"s": status, "id": order.id},
+    )
+    switch = {
+        "owner": lambda: identity.as_user(owner),
+        "other": lambda: identity.as_user(new_auth_user()),
+        "anon": identity.as_anon,
+        "service": identity.as_service,
+    }[who]
+    cancel = text("update orders set cancel_requested_at = now() where id = :id returning id")
+    with switch():
+        if who == "anon":
+            with pytest.raises(ProgrammingError) as caught, db_connection.begin_nested():
+                db_connection.execute(cancel, {"id": order.id})
+            assert caught.value.orig.sqlstate == "42501"  # type: ignore[union-attr]
+            return
+        with db_connection.begin_nested():
+            filed = len(db_connection.execute(cancel, {"id": order.id}).all())
+    # The service may stamp any order; an owner only an open one of their own.
+    expected = 1 if who == "service" or (who == "owner" and status in CANCELABLE) else 0
+    assert filed == expected
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("status", "'filled'"),
+        ("filled_quantity", "1"),
+        ("average_fill_price", "1"),
+        ("exchange_order_id", "'x'"),
+        ("closed_at", "now()"),
+        ("user_id", "gen_random_uuid()"),
+        ("quantity", "100"),
+        ("limit_price", "1"),
+    ],
+)
+def test_an_owner_cannot_set_what_the_service_owns(
+    column: str, value: str, db_session: Session, db_connection: Connection, identity: Identity
+) -> None:
+    owner = new_auth_user()
+    order = OrderFactory(user_id=owner)
+    with identity.as_user(owner):
+        for sql in (
+            f"update orders set {column} = {value} where id = :id",
+            # ...nor in a row it inserts
+            "insert into orders (user_id, exchange, symbol, order_type, side, quantity,"
+            f" {column}) select user_id, exchange, symbol, 'market', side, quantity, {value}"
+            " from orders where id = :id",
+        ):
+            if column in ("quantity", "limit_price", "user_id") and sql.startswith("insert"):
+                continue  # client columns on insert (user_id: RLS keeps it the caller's)
+            with pytest.raises(ProgrammingError) as caught, db_connection.begin_nested():
+                db_connection.execute(text(sql), {"id": order.id})
+            assert caught.value.orig.sqlstate == "42501", sql  # type: ignore[union-attr]
 
 
 def test_the_daily_view_is_public_and_read_only(

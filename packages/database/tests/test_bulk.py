@@ -194,4 +194,4 @@ def test_rows_are_stored_exactly(writer: BulkWriter, db_session: Session) -> Non
     writer.upsert(WhaleTransaction, rows=[row])
     stored = WhaleTransactionRepository(db_session).get_by_hash(hash=row.hash)
     assert stored is not None and stored.value_eth == Decimal("123456789012.123456789012345678")
-    assert isinstance(stored, WhaleTransaction) and stored.id.version == 7
+    assert stored.id.version == 7

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from database.errors import invalid_input
 from database.schema.registry import SCHEMAS
-from database_tools.factories import FACTORIES
+from database.schema.rules import FieldRules
+from database_tools.factories import FACTORIES, backtest_config
 
 
 def _pk(row: Any) -> Any:
@@ -121,10 +123,79 @@ SCHEMA_RULES: list[tuple[str, str, Any, str]] = [
     ("collection_runs", "status", "succeeded", "finished_at must be set"),
     ("collection_runs", "records_collected", -1, "greater than or equal to 0"),
     ("evaluator_cursors", "name", "Has Spaces", "lower-case letters, digits and _ . : -"),
-    ("evaluator_cursors", "last_id", None, "last_created_at and last_id go together"),
+    ("evaluator_cursors", "after_id", None, "after_xact_id and after_id go together"),
+    ("evaluator_cursors", "window_snapshot", None, "a position needs its window_snapshot"),
     ("alert_webhook_secrets", "secret", "short", "64 hex digits"),
     ("whale_transactions", "gas_price", 2**63, "less than or equal to 9223372036854775807"),
     ("alerts", "name", "nul\x00here", "NUL"),
+    ("dex_trades", "tx_hash", "0x12 34", "a transaction hash or signature"),
+    ("dex_trades", "base_amount", Decimal("0"), "greater than 0"),
+    ("dex_trades", "side", "hold", "Input should be 'buy' or 'sell'"),
+    ("dex_trades", "log_index", -1, "greater than or equal to 0"),
+    ("dex_trades", "trader_address", "has space", "an address on its network"),
+    ("articles", "url", "ftp://example.com/a", "http:// or https:// URL"),
+    ("articles", "symbols", ["eth usd"], "upper-case letters"),
+    ("articles", "symbols", ["BTC"] * 21, "at most 20 items"),
+    ("articles", "language", "eng", "two-letter ISO 639-1"),
+    ("articles", "title", "", "at least 1 character"),
+    ("sentiment_scores", "score", Decimal("-1.5"), "greater than or equal to -1"),
+    ("sentiment_scores", "confidence", Decimal("1.2"), "less than or equal to 1"),
+    ("sentiment_scores", "positive_keywords", ["x" * 65], "at most 64 characters"),
+    ("sentiment_scores", "negative_keywords", ["  "], "at least 1 character"),
+    ("market_events", "event_type", "rumour", "Input should be"),
+    ("market_events", "severity", "extreme", "Input should be"),
+    ("market_events", "keywords", ["k"] * 51, "at most 50 items"),
+    ("trading_signals", "signal", "strong_buy", "Input should be"),
+    ("trading_signals", "composite_score", Decimal("-0.5"), "a buy signal needs"),
+    ("trading_signals", "regime_component", Decimal("1.0001"), "less than or equal to 1"),
+    ("orders", "limit_price", None, "a limit order needs limit_price"),
+    ("orders", "stop_price", Decimal("2900"), "a limit order takes no stop_price"),
+    ("orders", "quantity", Decimal("0"), "greater than 0"),
+    ("orders", "order_type", "iceberg", "Input should be"),
+    ("orders", "time_in_force", "forever", "Input should be"),
+    ("orders", "client_order_id", "has space", "1-36 letters, digits"),
+    ("order_fills", "quantity", Decimal("0"), "greater than 0"),
+    ("order_fills", "fee", Decimal("-1"), "greater than or equal to 0"),
+    ("order_fills", "filled_at", datetime(2026, 1, 1), "timezone"),
+    ("trades", "exit_quantity", Decimal("2"), "exit_quantity must not exceed quantity"),
+    ("trades", "status", "closed", "a closed trade is fully exited"),
+    ("trades", "side", "buy", "Input should be 'long' or 'short'"),
+    ("trades", "realized_pnl", Decimal("1e-19"), "decimal places"),
+    ("positions", "quantity", Decimal("0"), "an open position has quantity > 0"),
+    ("positions", "side", "flat", "Input should be"),
+    ("daily_performance", "wins", 5, "wins + losses must not exceed trades"),
+    ("daily_performance", "net_pnl", Decimal("111"), "net_pnl must equal gross_pnl - fees"),
+    ("daily_performance", "trades", -1, "greater than or equal to 0"),
+    ("backtest_results", "name", "", "at least 1 character"),
+    (
+        "backtest_results",
+        "strategy_config",
+        {**backtest_config(), "timeframe": "2h"},
+        "Input should be",
+    ),
+    (
+        "backtest_results",
+        "strategy_config",
+        {**backtest_config(), "initial_capital": "1e4"},
+        "must be a number, or its digits",
+    ),
+    (
+        "backtest_results",
+        "metrics",
+        {"trade_count": "1", "total_return_pct": 1, "max_drawdown_pct": 1, "final_equity": 1},
+        "valid integer",
+    ),
+    ("backtest_results", "trades", [{"side": "long"}], "Field required"),
+    (
+        "backtest_results",
+        "equity_curve",
+        [{"time": "2026-01-01", "equity": "1"}],
+        "must be a UTC time",
+    ),
+    ("llm_analysis_logs", "purpose", "chat", "Input should be"),
+    ("llm_analysis_logs", "latency_ms", -1, "greater than or equal to 0"),
+    ("llm_analysis_logs", "request", {"blob": "x" * 300_000}, "at most 262144 bytes"),
+    ("llm_analysis_logs", "cost_usd", Decimal("0.000000001"), "decimal places"),
 ]
 
 
@@ -442,8 +513,13 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
     ),
     (
         "evaluator_cursors",
-        "update evaluator_cursors set last_id = null where name = :id",
+        "update evaluator_cursors set after_id = null where name = :id",
         "ck_evaluator_cursors_position_complete",
+    ),
+    (
+        "evaluator_cursors",
+        "update evaluator_cursors set window_snapshot = null where name = :id",
+        "ck_evaluator_cursors_position_in_window",
     ),
     (
         "alert_webhook_secrets",
@@ -466,6 +542,251 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
         "update market_data set exchange = 'Binance' where id = :id",
         "ck_market_data_exchange_format",
     ),
+    (
+        "dex_trades",
+        "update dex_trades set tx_hash = upper(tx_hash) where id = :id",
+        "ck_dex_trades_tx_hash_evm_lowercase",
+    ),
+    (
+        "dex_trades",
+        "update dex_trades set base_amount = 0 where id = :id",
+        "ck_dex_trades_base_amount_positive",
+    ),
+    (
+        "dex_trades",
+        "update dex_trades set side = 'hold' where id = :id",
+        "ck_dex_trades_side_valid",
+    ),
+    (
+        "dex_trades",
+        "insert into dex_trades (network, pool_id, tx_hash, log_index, block_number,"
+        " block_timestamp, side, base_amount, quote_amount) select network, pool_id, tx_hash,"
+        " log_index, block_number, block_timestamp, side, base_amount, quote_amount"
+        " from dex_trades where id = :id",
+        "uq_dex_trades_network_tx_hash_log_index",
+    ),
+    (
+        "articles",
+        "update articles set symbols = '{eth}' where id = :id",
+        "ck_articles_symbols_items",
+    ),
+    (
+        "articles",
+        "update articles set symbols = '{NULL}' where id = :id",
+        "ck_articles_symbols_items",
+    ),
+    (
+        "articles",
+        "update articles set symbols = array_fill('BTC'::text, array[21]) where id = :id",
+        "ck_articles_symbols_length",
+    ),
+    (
+        "articles",
+        "update articles set url = 'ftp://example.com/a' where id = :id",
+        "ck_articles_url_format",
+    ),
+    (
+        "articles",
+        "insert into articles (source, url, title, published_at) select source, url, title,"
+        " published_at from articles where id = :id",
+        "uq_articles_url",
+    ),
+    (
+        "sentiment_scores",
+        "update sentiment_scores set score = 1.5 where id = :id",
+        "ck_sentiment_scores_score_range",
+    ),
+    (
+        "sentiment_scores",
+        "update sentiment_scores set positive_keywords = '{Bullish}' where id = :id",
+        "ck_sentiment_scores_positive_keywords_items",
+    ),
+    (
+        "sentiment_scores",
+        "update sentiment_scores set negative_keywords = '{\" padded \"}' where id = :id",
+        "ck_sentiment_scores_negative_keywords_items",
+    ),
+    (
+        "sentiment_scores",
+        "insert into sentiment_scores (article_id, score, confidence, model, scored_at) select"
+        " article_id, score, confidence, model, scored_at from sentiment_scores where id = :id",
+        "uq_sentiment_scores_article_id_model",
+    ),
+    (
+        "market_events",
+        "update market_events set event_type = 'rumour' where id = :id",
+        "ck_market_events_event_type_valid",
+    ),
+    (
+        "market_events",
+        "update market_events set severity = 'extreme' where id = :id",
+        "ck_market_events_severity_valid",
+    ),
+    (
+        "market_events",
+        "update market_events set keywords = '{\"\"}' where id = :id",
+        "ck_market_events_keywords_items",
+    ),
+    (
+        "trading_signals",
+        "update trading_signals set signal = 'sell' where id = :id",
+        "ck_trading_signals_signal_matches_score",
+    ),
+    (
+        "trading_signals",
+        "update trading_signals set composite_score = 1.5 where id = :id",
+        "ck_trading_signals_composite_score_range",
+    ),
+    (
+        "trading_signals",
+        "insert into trading_signals (exchange, symbol, timeframe, signal, composite_score,"
+        " generated_at) select exchange, symbol, timeframe, signal, composite_score, generated_at"
+        " from trading_signals where id = :id",
+        "uq_trading_signals_exchange_symbol_timeframe_generated_at",
+    ),
+    (
+        "orders",
+        "update orders set order_type = 'market' where id = :id",
+        "ck_orders_prices_match_type",
+    ),
+    (
+        "orders",
+        "update orders set status = 'partially_filled', filled_quantity = quantity + 1,"
+        " average_fill_price = 3000 where id = :id",
+        "ck_orders_filled_within_quantity",
+    ),
+    (
+        "orders",
+        "update orders set filled_quantity = 1 where id = :id",
+        "ck_orders_fill_price_when_filled",
+    ),
+    (
+        "orders",
+        "update orders set status = 'filled', closed_at = now() where id = :id",
+        "ck_orders_status_matches_fills",
+    ),
+    (
+        "orders",
+        "update orders set status = 'canceled' where id = :id",
+        "ck_orders_closed_when_final",
+    ),
+    (
+        "orders",
+        "update orders set status = 'bogus', closed_at = now() where id = :id",
+        "ck_orders_status_valid",
+    ),
+    (
+        "order_fills",
+        "update order_fills set quantity = 0 where id = :id",
+        "ck_order_fills_quantity_positive",
+    ),
+    (
+        "order_fills",
+        "insert into order_fills (user_id, order_id, exchange_fill_id, quantity, price,"
+        " filled_at) select user_id, order_id, exchange_fill_id, quantity, price, filled_at"
+        " from order_fills where id = :id",
+        "uq_order_fills_order_id_exchange_fill_id",
+    ),
+    (
+        "trades",
+        "update trades set exit_quantity = quantity + 1, exit_price = 1 where id = :id",
+        "ck_trades_exit_within_quantity",
+    ),
+    (
+        "trades",
+        "update trades set exit_quantity = 0.5 where id = :id",
+        "ck_trades_exit_price_when_exited",
+    ),
+    (
+        "trades",
+        "update trades set status = 'closed' where id = :id",
+        "ck_trades_closed_when_exited",
+    ),
+    (
+        "trades",
+        "update trades set status = 'closed', exit_quantity = quantity, exit_price = entry_price,"
+        " exit_time = entry_time - interval '1 day' where id = :id",
+        "ck_trades_exit_after_entry",
+    ),
+    (
+        "trades",
+        "insert into trades (user_id, exchange, symbol, side, entry_time, entry_price, quantity)"
+        " select user_id, exchange, symbol, side, entry_time, entry_price, quantity from trades"
+        " where id = :id",
+        "ix_trades_open_user_id_exchange_symbol",
+    ),
+    (
+        "positions",
+        "update positions set quantity = 0 where id = :id",
+        "ck_positions_open_when_held",
+    ),
+    (
+        "positions",
+        "update positions set status = 'closed', quantity = 0,"
+        " closed_at = opened_at - interval '1 day' where id = :id",
+        "ck_positions_closed_after_opened",
+    ),
+    (
+        "positions",
+        "insert into positions (user_id, exchange, symbol, side, quantity, average_entry_price,"
+        " opened_at) select user_id, exchange, symbol, side, quantity, average_entry_price,"
+        " opened_at from positions where id = :id",
+        "ix_positions_open_user_id_exchange_symbol",
+    ),
+    (
+        "daily_performance",
+        "update daily_performance set wins = trades + 1 where id = :id",
+        "ck_daily_performance_outcomes_within_trades",
+    ),
+    (
+        "daily_performance",
+        "update daily_performance set net_pnl = net_pnl + 1 where id = :id",
+        "ck_daily_performance_net_is_gross_minus_fees",
+    ),
+    (
+        "daily_performance",
+        "insert into daily_performance (user_id, day, trades, wins, losses, gross_pnl, net_pnl,"
+        " fees, ending_equity, max_intraday_drawdown) select user_id, day, trades, wins, losses,"
+        " gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown from daily_performance"
+        " where id = :id",
+        "uq_daily_performance_user_id_day",
+    ),
+    (
+        "backtest_results",
+        "update backtest_results set strategy_config = '{}' where id = :id",
+        "ck_backtest_results_strategy_config_valid",
+    ),
+    (
+        "backtest_results",
+        'update backtest_results set trades = \'[{"side": "up"}]\' where id = :id',
+        "ck_backtest_results_trades_valid",
+    ),
+    (
+        "backtest_results",
+        'update backtest_results set metrics = metrics || \'{"trade_count": "1"}\' where id = :id',
+        "ck_backtest_results_metrics_valid",
+    ),
+    (
+        "backtest_results",
+        "update backtest_results set equity_curve = '{}' where id = :id",
+        "ck_backtest_results_equity_curve_valid",
+    ),
+    (
+        "llm_analysis_logs",
+        "update llm_analysis_logs set purpose = 'chat' where id = :id",
+        "ck_llm_analysis_logs_purpose_valid",
+    ),
+    (
+        "llm_analysis_logs",
+        "update llm_analysis_logs set request = '[]' where id = :id",
+        "ck_llm_analysis_logs_request_is_object",
+    ),
+    (
+        "llm_analysis_logs",
+        "update llm_analysis_logs set response = jsonb_build_object('x', repeat('a', 300000))"
+        " where id = :id",
+        "ck_llm_analysis_logs_documents_bounded",
+    ),
 ]
 
 
@@ -485,3 +806,44 @@ def test_every_table_has_factory_schemas_and_rules() -> None:
     assert set(FACTORIES) == set(SCHEMAS)
     assert {t for t, *_ in SCHEMA_RULES} == set(SCHEMAS)
     assert {t for t, *_ in DATABASE_RULES} == set(SCHEMAS)
+
+
+UPDATABLE = [
+    (name, field)
+    for name, schemas in sorted(SCHEMAS.items())
+    if schemas.update is not None
+    for field in schemas.update.model_fields
+]
+
+
+@pytest.mark.parametrize(("table", "field"), UPDATABLE)
+def test_a_patch_refuses_null_exactly_where_the_column_cannot_hold_it(
+    table: str, field: str
+) -> None:
+    schemas = SCHEMAS[table]
+    assert schemas.update is not None
+    column = sa_inspect(schemas.table).column_attrs[field].columns[0]
+    if column.nullable:
+        patch = schemas.update.model_validate({field: None})
+        assert patch.model_dump(exclude_unset=True) == {field: None}
+    else:
+        with pytest.raises(ValidationError) as caught:
+            schemas.update.model_validate({field: None})
+        assert caught.value.errors()[0]["loc"][0] == field
+    assert schemas.update.model_validate({}).model_dump(exclude_unset=True) == {}
+
+
+def test_integer_fields_carry_their_columns_bounds() -> None:
+    """Every integer a Create schema takes is bounded to its column's SQL type, so an
+    out-of-range value is a validation error naming the field, not a failed write."""
+    limits = {"SMALLINT": 2**15 - 1, "INTEGER": 2**31 - 1, "BIGINT": 2**63 - 1}
+    for schemas in SCHEMAS.values():
+        columns = {a.key: a.columns[0] for a in sa_inspect(schemas.table).column_attrs}
+        for name, field in schemas.create.model_fields.items():
+            column = columns.get(name)
+            kind = str(column.type) if column is not None else ""
+            if kind not in limits:
+                continue
+            rules = FieldRules(field.annotation, list(field.metadata))
+            assert rules.le is not None and rules.le <= limits[kind], (schemas.name, name)
+            assert rules.ge is not None and rules.ge >= -limits[kind] - 1, (schemas.name, name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -195,3 +196,63 @@ def test_transaction_pooler_port_turns_prepared_statements_off(database: Databas
             direct.dispose()
     assert counts["pooler_threshold"] is None and counts["pooler"] == 0
     assert counts["direct_threshold"] == 5 and counts["direct"] >= 1
+
+
+def _terminate_idle(database: Database, application: str) -> int:
+    """Terminate the idle backends of this database opened for `application` (a pool's)."""
+    with database.service_session() as s:
+        return len(
+            s.execute(
+                text(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where datname = current_database() and application_name = :app"
+                    " and state = 'idle' and pid <> pg_backend_pid()"
+                ),
+                {"app": application},
+            ).all()
+        )
+
+
+def _wait_closed(database: Database, application: str) -> None:
+    for _ in range(100):
+        with database.service_session() as s:
+            left = s.execute(
+                text(
+                    "select count(*) from pg_stat_activity"
+                    " where datname = current_database() and application_name = :app"
+                ),
+                {"app": application},
+            ).scalar_one()
+        if not left:
+            return
+        time.sleep(0.02)
+    raise AssertionError("terminated backends are still there")
+
+
+def test_a_connection_the_server_closed_is_replaced_without_an_error(database: Database) -> None:
+    """Without pre-ping, the socket check finds connections the server dropped (a restart, a
+    pooler's idle timeout) and the pool hands out a fresh one: no request sees the failure."""
+    assert database.settings.db_pool_pre_ping is False
+    application = f"{database.settings.db_application_name}:api"
+    # Fill the pool with several idle connections, then have the server kill all of them.
+    sessions = [database.anon_session() for _ in range(3)]
+    for session in sessions:
+        session.__enter__().execute(text("select 1"))
+    for session in sessions:
+        session.__exit__(None, None, None)
+    assert _terminate_idle(database, application) >= 3
+    _wait_closed(database, application)
+    for _ in range(4):
+        with database.anon_session() as s:
+            assert s.execute(text("select current_user")).scalar_one() == "anon"
+
+
+async def test_the_async_pool_replaces_closed_connections_too(database: Database) -> None:
+    application = f"{database.settings.db_application_name}:api"
+    async with database.async_anon_session() as s:
+        await s.execute(text("select 1"))
+    assert _terminate_idle(database, application) >= 1
+    _wait_closed(database, application)
+    async with database.async_anon_session() as s:
+        assert (await s.execute(text("select current_user"))).scalar_one() == "anon"
+    await database.adispose()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
@@ -163,3 +164,68 @@ def test_a_failing_revision_leaves_the_previous_one_in_place(
     assert current_revision(url=unmigrated_database) == head_revision()
     tables = _snapshot(unmigrated_database)["columns"]
     assert not any(row[0] == "half_done" for row in tables)
+
+
+@pytest.fixture
+def database_at_0005(database_server_url: URL) -> Iterator[URL]:
+    url = create_test_database(database_server_url, prefix="migr", migrate=False)
+    upgrade(url=url, revision="0005")
+    yield url
+    drop_test_database(url)
+
+
+_WHALE = (
+    "insert into whale_transactions (hash, from_address, value_eth, gas_price, block_number,"
+    " block_timestamp, whale_score, created_at) values (:h, :a, 1, 1, 1, now(), 0.5,"
+    " timestamptz '2026-01-01' + make_interval(secs => :n)) returning id, created_at"
+)
+
+
+def _whales(conn: sa.Connection, n: int) -> list[tuple[object, object]]:
+    return [
+        tuple(conn.execute(text(_WHALE), {"h": f"0x{i:064x}", "a": "0x" + "1" * 40, "n": i}).one())
+        for i in range(n)
+    ]
+
+
+def test_revision_0006_hands_the_unevaluated_rows_to_the_stream(database_at_0005: URL) -> None:
+    """Rows after the old (created_at, id) cursor become rows of the revision's transaction,
+    which the new (empty) stream position reads first; rows before it stay evaluated."""
+    engine = create_engine(database_at_0005)
+    try:
+        with engine.begin() as conn:
+            rows = _whales(conn, 6)
+            conn.execute(
+                text(
+                    "insert into evaluator_cursors (name, last_created_at, last_id)"
+                    " values ('alerts.whale_transactions', :at, :id)"
+                ),
+                {"id": rows[2][0], "at": rows[2][1]},
+            )
+        upgrade(url=database_at_0005, revision="0006")
+        with engine.connect() as conn:
+            stamped = conn.execute(
+                text("select id, xact_id is not null from whale_transactions order by created_at")
+            ).all()
+            cursor = conn.execute(
+                text("select done_snapshot, window_snapshot, after_id from evaluator_cursors")
+            ).one()
+            # New rows are stamped by the default.
+            new = conn.execute(text(_WHALE), {"h": "0x" + "f" * 64, "a": "0x" + "2" * 40, "n": 99})
+            new_id = new.one()[0]
+            assert conn.execute(
+                text("select xact_id = pg_current_xact_id() from whale_transactions where id = :i"),
+                {"i": new_id},
+            ).scalar_one()
+            conn.rollback()
+        assert [done for _, done in stamped] == [False] * 3 + [True] * 3
+        assert tuple(cursor) == (None, None, None)
+        # Down again: the done snapshot's newest row becomes the (created_at, id) cursor.
+        with engine.begin() as conn:
+            conn.execute(text("update evaluator_cursors set done_snapshot = pg_current_snapshot()"))
+        downgrade(url=database_at_0005, revision="0005")
+        with engine.connect() as conn:
+            back = conn.execute(text("select last_created_at, last_id from evaluator_cursors"))
+            assert tuple(back.one()) == (rows[5][1], rows[5][0])
+    finally:
+        engine.dispose()

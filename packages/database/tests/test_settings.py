@@ -71,7 +71,7 @@ def test_pool_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert (settings.db_pool_size, settings.db_max_overflow) == (5, 10)
     assert (settings.db_pool_timeout, settings.db_pool_recycle) == (30.0, 1800)
-    assert settings.db_pool_pre_ping is True
+    assert settings.db_pool_pre_ping is False
     monkeypatch.setenv("DB_POOL_SIZE", "0")
     with pytest.raises(ConfigurationError, match="DB_POOL_SIZE"):
         load_settings()

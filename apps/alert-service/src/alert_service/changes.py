@@ -103,8 +103,16 @@ class RealtimeSource:
             self.thread.join(timeout=5)
 
 
+def _uses_realtime(settings: Settings) -> bool:
+    return settings.supabase_url is not None and settings.supabase_service_role_key is not None
+
+
 def change_source(database: Database, settings: Settings) -> ChangeSource:
     """Realtime when the project's API is configured, LISTEN/NOTIFY otherwise."""
-    if settings.supabase_url is not None and settings.supabase_service_role_key is not None:
+    if _uses_realtime(settings):
         return RealtimeSource(settings)
     return NotifySource(database)
+
+
+def change_source_name(settings: Settings) -> str:
+    return "RealtimeSource" if _uses_realtime(settings) else "NotifySource"

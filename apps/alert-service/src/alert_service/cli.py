@@ -56,9 +56,10 @@ def worker(
     json: Annotated[bool, typer.Option("--json", help="with --until-idle: counts as JSON")] = False,
 ) -> None:
     """Evaluate new whale transactions and deliver webhooks until SIGTERM/SIGINT."""
-    from alert_service.changes import change_source
+    from alert_service.changes import change_source, change_source_name
     from alert_service.delivery import Deliverer
     from alert_service.evaluator import Evaluator
+    from alert_service.supervisor import Supervisor
     from database.sessions import Database
     from database.settings import get_settings
 
@@ -86,16 +87,21 @@ def worker(
 
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
-        source = change_source(database, get_settings())
-        log.info("listening through %s", type(source).__name__)
-        delivery = threading.Thread(target=deliverer.run, args=(stop,), name="delivery")
+        settings = get_settings()
+        log.info("listening through %s", change_source_name(settings))
+        delivery = Supervisor("delivery", deliverer.run, database).thread(stop)
         delivery.start()
         try:
             # Returns after the batch in hand; the cursor is committed with it.
-            evaluator.run(stop, source=source)
+            evaluation = Supervisor(
+                "evaluation",
+                lambda s: evaluator.run(s, sources=lambda: change_source(database, settings)),
+                database,
+            )
+            evaluation.run(stop)
         finally:
             stop.set()
-            delivery.join()
+            delivery.join(timeout=30)
             database.dispose()
     except DatabasePackageError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -7,7 +7,10 @@ Each delivery is a POST of the event as JSON with two headers:
 
 A receiver recomputes the HMAC over the raw body and rejects stale timestamps (replays).
 A 2xx answer is delivered; anything else (or a timeout) is retried after an exponential
-backoff with full jitter, and after `max_attempts` the event is `failed` with `last_error`.
+backoff with full jitter, and after `max_attempts` the event is `failed` with `last_error` —
+a category the rule's owner can read ("target refused", "connection failed", "timeout",
+"HTTP 503"), never the network's own words. Targets must be public HTTPS endpoints, checked
+again at every delivery (`service_kit.egress`): DNS can change after a rule was saved.
 """
 
 from __future__ import annotations
@@ -21,11 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from alert_service import queries
 from alert_service.queries import WebhookJob
 from database.sessions import Database
+from service_kit.egress import PublicClient, TargetPolicy
 
 log = logging.getLogger("alert_service.delivery")
 
@@ -60,53 +62,63 @@ class Backoff:
 
 
 class Deliverer:
+    """Delivers due webhooks. One delivery's trouble — a rule without a usable webhook, a
+    refused target, any exception while sending — settles that delivery alone."""
+
     def __init__(
         self,
         database: Database,
         *,
         backoff: Backoff | None = None,
-        timeout_seconds: float = 5.0,
-        http: httpx.Client | None = None,
+        client: PublicClient | None = None,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self.database = database
         self.backoff = backoff or Backoff()
-        self.http = http or httpx.Client(timeout=timeout_seconds, follow_redirects=False)
+        self.client = client or PublicClient(
+            targets or TargetPolicy.from_settings(database.settings)
+        )
 
     def deliver_due(self, *, limit: int = 50) -> int:
         """Claim due deliveries, POST them, record the outcomes. Returns how many were tried."""
         with self.database.service_session() as session:
             jobs = queries.claim_webhooks(session, limit=limit, lease_seconds=60)
         for job in jobs:
-            self._deliver(job)
+            try:
+                error, final = self._send(job)
+            except Exception:  # a bug must cost one delivery, not the loop
+                log.exception("webhook for event %s: unexpected error", job.event_id)
+                error, final = "internal error", False
+            self._settle(job, error=error, final=final)
         return len(jobs)
 
-    def _deliver(self, job: WebhookJob) -> None:
-        error = None
-        if job.url is None or job.secret is None:
-            error = "the rule has no webhook channel any more"
-        else:
-            body = json.dumps(
-                {
-                    "event_id": str(job.event_id),
-                    "alert_id": str(job.alert_id),
-                    "triggered_at": job.triggered_at.isoformat(),
-                    "data": job.payload,
-                },
-                separators=(",", ":"),
-            ).encode()
-            stamp = int(time.time())
-            headers = {
-                "Content-Type": "application/json",
-                TIMESTAMP_HEADER: str(stamp),
-                SIGNATURE_HEADER: sign(job.secret, stamp, body),
-            }
-            try:
-                response = self.http.post(job.url, content=body, headers=headers)
-                if not response.is_success:
-                    error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        last = job.attempt >= self.backoff.max_attempts
+    def _send(self, job: WebhookJob) -> tuple[str | None, bool]:
+        """(error category or None, whether retrying is pointless)."""
+        if job.url is None:
+            return "the rule has no usable webhook channel", True
+        if job.secret is None:
+            return "the rule has no webhook signing secret", True
+        body = json.dumps(
+            {
+                "event_id": str(job.event_id),
+                "alert_id": str(job.alert_id),
+                "triggered_at": job.triggered_at.isoformat(),
+                "data": job.payload,
+            },
+            separators=(",", ":"),
+            default=str,
+        ).encode()
+        stamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "alert-service-webhooks",
+            TIMESTAMP_HEADER: str(stamp),
+            SIGNATURE_HEADER: sign(job.secret, stamp, body),
+        }
+        return self.client.post(job.url, content=body, headers=headers).error, False
+
+    def _settle(self, job: WebhookJob, *, error: str | None, final: bool) -> None:
+        last = final or job.attempt >= self.backoff.max_attempts
         with self.database.service_session() as session:
             queries.settle_delivery(
                 session,

@@ -1,6 +1,7 @@
-"""The alert service's own SQL: matching whale transactions against rules, recording events,
-the evaluator's cursor and the webhook delivery queue. Keyword-only functions over the
-caller's session; none of them commits (the evaluator and deliverer own their transactions).
+"""The alert service's own SQL: matching whale transactions against rules, recording events
+and the webhook delivery queue (the stream position: stream.py). Keyword-only functions over
+the caller's session; none of them commits (the evaluator and deliverer own their
+transactions).
 """
 
 from __future__ import annotations
@@ -14,106 +15,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-# -- the evaluator's cursor -------------------------------------------------------------------
-
-_ENSURE_CURSOR = sa.text(
-    "insert into evaluator_cursors (name) values (:name) on conflict do nothing"
-)
-_LOCK_CURSOR = sa.text(
-    "select last_created_at, last_id from evaluator_cursors where name = :name"
-    " for update skip locked"
-)
-_CURSOR = sa.text("select last_created_at, last_id from evaluator_cursors where name = :name")
-_ADVANCE_CURSOR = sa.text(
-    "update evaluator_cursors set last_created_at = :at, last_id = :id where name = :name"
-)
-
-
-@dataclass(frozen=True)
-class Position:
-    """The last (created_at, id) a stream's consumer has handled; (None, None) at the start."""
-
-    created_at: datetime | None
-    id: uuid.UUID | None
-
-
-def ensure_cursor(session: Session, *, stream: str) -> None:
-    session.execute(_ENSURE_CURSOR, {"name": stream})
-
-
-def lock_cursor(session: Session, *, stream: str) -> Position | None:
-    """The cursor, locked for this transaction; None when another worker holds it."""
-    row = session.execute(_LOCK_CURSOR, {"name": stream}).one_or_none()
-    return None if row is None else Position(row.last_created_at, row.last_id)
-
-
-def cursor_position(session: Session, *, stream: str) -> Position:
-    row = session.execute(_CURSOR, {"name": stream}).one()
-    return Position(row.last_created_at, row.last_id)
-
-
-def advance_cursor(session: Session, *, stream: str, to: Position) -> None:
-    session.execute(_ADVANCE_CURSOR, {"at": to.created_at, "id": to.id, "name": stream})
-
-
-# -- new whale transactions -------------------------------------------------------------------
-
-# Everything created before the oldest transaction still running is committed (or gone).
-# Only transactions that have written (they hold a transaction id) can add rows: long readers
-# (reports, idle sessions) do not hold evaluation back.
-_HORIZON = sa.text(
-    "select least(now(), coalesce((select min(xact_start) from pg_stat_activity"
-    " where backend_xid is not null and pid <> pg_backend_pid()), now()))"
-    " - make_interval(secs => :margin)"
-)
-_AFTER = (
-    "(created_at, id) > (coalesce(cast(:after as timestamptz), '-infinity'),"
-    " coalesce(cast(:after_id as uuid), '00000000-0000-0000-0000-000000000000'))"
-)
-_NEXT = sa.text(
-    f"select id, created_at from whale_transactions where {_AFTER}"
-    " and created_at < :horizon order by created_at, id limit :limit"
-)
-_PENDING = sa.text(f"select exists (select 1 from whale_transactions where {_AFTER})")
-
-
-@dataclass(frozen=True)
-class NewTransaction:
-    id: uuid.UUID
-    created_at: datetime
-
-
-def visibility_horizon(session: Session, *, margin_seconds: float) -> datetime:
-    """Rows created before this are all committed: safe to evaluate in created_at order."""
-    horizon: datetime = session.execute(_HORIZON, {"margin": margin_seconds}).scalar_one()
-    return horizon
-
-
-def next_transactions(
-    session: Session, *, after: Position, horizon: datetime, limit: int
-) -> list[NewTransaction]:
-    rows = session.execute(
-        _NEXT,
-        {"after": after.created_at, "after_id": after.id, "horizon": horizon, "limit": limit},
-    )
-    return [NewTransaction(row.id, row.created_at) for row in rows]
-
-
-def transactions_after(session: Session, *, position: Position) -> bool:
-    """Are there transactions past `position` (perhaps still too young to evaluate)?"""
-    params = {"after": position.created_at, "after_id": position.id}
-    return bool(session.execute(_PENDING, params).scalar_one())
-
-
 # -- matching and recording -------------------------------------------------------------------
 
 # Every common condition of a whale_transaction rule, evaluated by the database for a batch.
-_MATCH_WHALES = sa.text("""
+# A rule's conditions are JSON a user wrote, perhaps around the API (the Data API): a value the
+# casts below cannot take fails the statement, and the evaluator then finds the rule and
+# quarantines it (evaluator.py). `{rules}` narrows the rules for that search.
+_MATCH_WHALES_SQL = """
     select a.id as alert_id, a.user_id, t.id as whale_transaction_id, a.cooldown_seconds
       from whale_transactions t
       join alerts a
         on a.enabled
-       and a.alert_type = 'whale_transaction'
+       and a.alert_type = 'whale_transaction'{rules}
        and (a.conditions ->> 'chain' is null or a.conditions ->> 'chain' = t.chain)
        and (a.conditions ->> 'min_value_eth' is null
             or t.value_eth >= (a.conditions ->> 'min_value_eth')::numeric)
@@ -126,7 +39,13 @@ _MATCH_WHALES = sa.text("""
                ?| array_remove(array[t.from_address, t.to_address], null))
      where t.id = any(:ids)
      order by t.block_timestamp, t.id, a.id
-""")
+"""
+_MATCH_WHALES = sa.text(_MATCH_WHALES_SQL.format(rules=""))
+_MATCH_WHALES_OF = sa.text(_MATCH_WHALES_SQL.format(rules="\n       and a.id = any(:rule_ids)"))
+_WHALE_RULES = sa.text(
+    "select id from alerts where enabled and alert_type = 'whale_transaction' order by id"
+)
+_DISABLE = sa.text("update alerts set enabled = false where id = :id returning user_id")
 
 # Candidates become events unless the rule is cooling down (an event within cooldown_seconds)
 # or the pair was recorded before (the unique key: a retry or a second worker changes nothing).
@@ -160,14 +79,33 @@ class AlertMatch:
 
 
 def match_whale_rules(
-    session: Session, *, transaction_ids: Sequence[uuid.UUID]
+    session: Session,
+    *,
+    transaction_ids: Sequence[uuid.UUID],
+    rule_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[AlertMatch]:
     """(rule, transaction) pairs where an enabled whale_transaction rule's conditions hold for
-    a transaction of the batch. Cooldowns are decided when recording."""
-    if not transaction_ids:
+    a transaction of the batch (only the rules `rule_ids`, when given). Cooldowns are decided
+    when recording."""
+    if not transaction_ids or rule_ids == []:
         return []
-    rows = session.execute(_MATCH_WHALES, {"ids": list(transaction_ids)})
+    params: dict[str, Any] = {"ids": list(transaction_ids)}
+    if rule_ids is None:
+        rows = session.execute(_MATCH_WHALES, params)
+    else:
+        rows = session.execute(_MATCH_WHALES_OF, {**params, "rule_ids": list(rule_ids)})
     return [AlertMatch(*row) for row in rows]
+
+
+def whale_rule_ids(session: Session) -> list[uuid.UUID]:
+    """Every enabled whale_transaction rule."""
+    return list(session.execute(_WHALE_RULES).scalars())
+
+
+def disable_rule(session: Session, *, rule_id: uuid.UUID) -> uuid.UUID | None:
+    """Switch a rule off; its owner's id (None when the rule is gone)."""
+    owner: uuid.UUID | None = session.execute(_DISABLE, {"id": rule_id}).scalar_one_or_none()
+    return owner
 
 
 def record_whale_events(session: Session, *, matches: Sequence[AlertMatch]) -> int:
@@ -218,22 +156,40 @@ _SETTLE = sa.text(
 class WebhookJob:
     event_id: uuid.UUID
     alert_id: uuid.UUID
-    payload: dict[str, Any]
+    payload: Any
     attempt: int
     triggered_at: datetime
+    # None when the rule's channels name no usable webhook (a row written around the API).
     url: str | None
     secret: str | None
+
+
+def webhook_url(channels: Any) -> str | None:
+    """The first webhook channel's url, read defensively: `channels` is whatever JSON the
+    row holds, so anything but a list of objects with a string url yields None."""
+    if not isinstance(channels, list):
+        return None
+    for channel in channels:
+        if isinstance(channel, dict) and channel.get("type") == "webhook":
+            url = channel.get("url")
+            return url if isinstance(url, str) and url else None
+    return None
 
 
 def claim_webhooks(session: Session, *, limit: int, lease_seconds: int) -> list[WebhookJob]:
     """Due webhook deliveries, claimed for this worker (attempts already counted)."""
     jobs = []
     for row in session.execute(_CLAIM, {"limit": limit, "lease": lease_seconds}):
-        url = next((c.get("url") for c in row.channels if c.get("type") == "webhook"), None)
-        secret = row.webhook_secret
+        secret = row.webhook_secret if isinstance(row.webhook_secret, str) else None
         jobs.append(
             WebhookJob(
-                row.id, row.alert_id, row.payload, row.attempts, row.triggered_at, url, secret
+                event_id=row.id,
+                alert_id=row.alert_id,
+                payload=row.payload,
+                attempt=row.attempts,
+                triggered_at=row.triggered_at,
+                url=webhook_url(row.channels),
+                secret=secret or None,
             )
         )
     return jobs

@@ -10,15 +10,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session
 
-from database.errors import InvalidInputError, NotFoundError
+from alert_service.queries import webhook_url
+from database.errors import ConflictError, InvalidInputError, NotFoundError, invalid_input
 from database.repositories import Repository
 from database.schema import Alert, AlertCreate, AlertEvent, AlertUpdate
 from database.schema.base import Page
+from service_kit.egress import TargetPolicy, TargetRefusedError
 
-# Issued by the database when a rule gains a webhook channel; readable by its owner only.
+# Issued by the database when a rule gains a webhook channel; readable (and rotated) by its
+# owner only, through these functions: the secrets table is out of the user's reach.
 _WEBHOOK_SECRET = sa.text("select private.webhook_secret(:rule)")
+_ROTATE_SECRET = sa.text("select private.rotate_webhook_secret(:rule)")
 
 
 class AlertRepository(Repository[Alert]):
@@ -40,8 +46,10 @@ class SavedRule:
 
 
 def _has_webhook(channels: Any) -> bool:
-    return any((c.get("type") if isinstance(c, dict) else getattr(c, "type", None)) == "webhook"
-               for c in channels or [])  # fmt: skip
+    return any(
+        (c.get("type") if isinstance(c, dict) else getattr(c, "type", None)) == "webhook"
+        for c in channels or []
+    )
 
 
 def _secret(session: Session, rule_id: uuid.UUID) -> str | None:
@@ -49,9 +57,28 @@ def _secret(session: Session, rule_id: uuid.UUID) -> str | None:
     return secret
 
 
+def check_webhook_targets(channels: Any, /, *, targets: TargetPolicy) -> None:
+    """Every webhook channel must point at a public HTTPS endpoint (its host resolved now; the
+    deliverer checks again at every delivery). Resolves host names: call it off the event
+    loop, before the session's transaction starts."""
+    for index, channel in enumerate(channels or []):
+        if getattr(channel, "type", None) != "webhook":
+            continue
+        try:
+            targets.check_url(str(channel.url))
+        except TargetRefusedError as exc:
+            rule = f"must be a public HTTPS endpoint ({exc.reason})"
+            loc = ["body", "channels", index, "url"]
+            raise InvalidInputError(
+                field=f"channels.{index}.url",
+                rule=rule,
+                errors=[{"loc": loc, "msg": rule, "type": "webhook_target"}],
+            ) from None
+
+
 def create_rule(session: Session, /, *, user_id: uuid.UUID, data: AlertCreate) -> SavedRule:
     """The caller's new rule. The database counts the caller's rules (at most
-    MAX_RULES_PER_USER: a ConflictError beyond) and issues the webhook secret."""
+    MAX_RULES_PER_USER, race-free: a ConflictError beyond) and issues the webhook secret."""
     rule = AlertRepository(session).create(data=data, user_id=user_id)
     secret = _secret(session, rule.id) if _has_webhook(data.channels) else None
     return SavedRule(rule, secret)
@@ -75,11 +102,33 @@ def update_rule(session: Session, /, *, rule_id: uuid.UUID, data: AlertUpdate) -
         raise InvalidInputError(
             field="conditions.alert_type", rule=f"must stay {current.alert_type}"
         )
-    rule = AlertRepository(session).update(id=rule_id, data=data)
-    if rule is None:  # deleted meanwhile
+    try:
+        rule = AlertRepository(session).update(id=rule_id, data=data)
+        if rule is None:  # deleted meanwhile
+            raise NotFoundError(what="alert")
+        gained = _has_webhook(data.channels) and not had_webhook
+        secret = _secret(session, rule.id) if gained else None
+    except StaleDataError:  # deleted by a concurrent request between our read and our write
+        raise NotFoundError(what="alert") from None
+    except ValidationError as exc:  # the stored row, merged with the patch, breaks the model
+        problem = invalid_input(exc)
+        raise ConflictError(
+            field=problem.field,
+            rule=f"the stored alert breaks a rule ({problem.field}: {problem.rule});"
+            " update it with valid values or delete it",
+        ) from None
+    return SavedRule(rule, secret)
+
+
+def rotate_webhook_secret(session: Session, /, *, rule_id: uuid.UUID) -> str:
+    """A new signing secret for the rule's webhook deliveries (the old one stops working)."""
+    rule = get_rule(session, rule_id=rule_id)
+    if webhook_url(rule.channels) is None:
+        raise ConflictError(field="channels", rule="the rule has no webhook channel")
+    secret: str | None = session.execute(_ROTATE_SECRET, {"rule": rule_id}).scalar_one()
+    if secret is None:  # deleted meanwhile
         raise NotFoundError(what="alert")
-    gained = _has_webhook(data.channels) and not had_webhook
-    return SavedRule(rule, _secret(session, rule.id) if gained else None)
+    return secret
 
 
 def delete_rule(session: Session, /, *, rule_id: uuid.UUID) -> None:

@@ -7,16 +7,18 @@ policies of the schema decide, exactly as they would for Supabase's own Data API
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Path, Query, Response
+from sqlmodel import Field
 
 from database.errors import NotFoundError
 from database.repositories import AsyncRepository, WhaleTransactionRepository
 from database.schema import Chain
 from database.schema.whales import (
     WhaleDailyStats,
+    WhaleTransactionBase,
     WhaleTransactionFilters,
     WhaleTransactionPublic,
     WhaleTransactionsPublic,
@@ -24,11 +26,33 @@ from database.schema.whales import (
 from database.sessions import Database
 from service_kit.app import create_service_app
 from service_kit.errors import responses
-from service_kit.pages import public_page
+from service_kit.pages import items_response, page_response, row_response
+from service_kit.params import MAX_PAGE, Cursor, IsoDateTime
 from service_kit.sessions import CallerSession
 from service_kit.tokens import TokenVerifier
 
-MAX_PAGE = 200
+TX_HASH_PATTERN = "^0[xX][0-9a-fA-F]{64}$"
+
+
+def _like_column(name: str) -> Any:
+    """A filter on a column takes only values of that column's type (its bounds, digits and
+    scale, as declared on the model): `min_value_eth=1e400` is a 422, not a query."""
+    rules: dict[str, Any] = {}
+    for item in WhaleTransactionBase.model_fields[name].metadata:
+        for key in ("ge", "gt", "le", "lt", "max_digits", "decimal_places"):
+            if getattr(item, key, None) is not None:
+                rules[key] = getattr(item, key)
+    return Field(default=None, **rules)
+
+
+class WhaleQuery(WhaleTransactionFilters):
+    """The listing's query parameters: the package's filters, with timestamps that must be
+    ISO 8601 (not Unix numbers) and amounts within their columns' types."""
+
+    min_value_eth: Decimal | None = _like_column("value_eth")
+    min_value_usd: Decimal | None = _like_column("value_usd")
+    since: IsoDateTime | None = None
+    until: IsoDateTime | None = None
 
 
 def _whales(session: CallerSession) -> AsyncRepository[WhaleTransactionRepository]:
@@ -50,58 +74,60 @@ def create_app(
     @app.get(
         "/whale-transactions",
         response_model=WhaleTransactionsPublic,
-        responses=responses(401, 422, 503),
+        responses=responses(401, 413, 422, 503),
     )
     async def list_whale_transactions(
         s: CallerSession,
-        filters: Annotated[WhaleTransactionFilters, Query()],
+        filters: Annotated[WhaleQuery, Query()],
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        cursor: Annotated[str | None, Query(max_length=512)] = None,
-    ) -> WhaleTransactionsPublic:
+        cursor: Cursor = None,
+    ) -> Response:
         """Newest first. Pass `next_cursor` back as `cursor` for the next page."""
         page = await _whales(s).run(
             WhaleTransactionRepository.search, filters=filters, limit=limit, cursor=cursor
         )
-        return public_page(page, WhaleTransactionsPublic)
+        return page_response(page, WhaleTransactionsPublic)
 
     @app.get(
         "/whale-transactions/top",
         response_model=list[WhaleTransactionPublic],
-        responses=responses(401, 422, 503),
+        responses=responses(401, 413, 422, 503),
     )
     async def top_whale_transactions(
         s: CallerSession,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[WhaleTransactionPublic]:
+        since: Annotated[IsoDateTime | None, Query()] = None,
+        until: Annotated[IsoDateTime | None, Query()] = None,
+    ) -> Response:
         """The highest whale scores (largest first on ties), optionally within a time range."""
         rows = await _whales(s).run(
             WhaleTransactionRepository.top_by_score, limit=limit, since=since, until=until
         )
-        return [WhaleTransactionPublic.model_validate(r) for r in rows]
+        return items_response(rows, WhaleTransactionPublic)
 
     @app.get(
         "/whale-transactions/{tx_hash}",
         response_model=WhaleTransactionPublic,
-        responses=responses(401, 404, 422, 503),
+        responses=responses(401, 404, 409, 413, 422, 503),
     )
     async def get_whale_transaction(
-        s: CallerSession, tx_hash: Annotated[str, Path(max_length=80)]
-    ) -> WhaleTransactionPublic:
+        s: CallerSession, tx_hash: Annotated[str, Path(pattern=TX_HASH_PATTERN)]
+    ) -> Response:
         row = await _whales(s).run(WhaleTransactionRepository.get_by_hash, hash=tx_hash)
         if row is None:
             raise NotFoundError(what="whale transaction with that hash")
-        return WhaleTransactionPublic.model_validate(row)
+        return row_response(row, WhaleTransactionPublic, what="whale transaction")
 
     @app.get(
-        "/stats/daily", response_model=list[WhaleDailyStats], responses=responses(401, 422, 503)
+        "/stats/daily",
+        response_model=list[WhaleDailyStats],
+        responses=responses(401, 413, 422, 503),
     )
     async def daily_stats(
         s: CallerSession,
         chain: Chain | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Annotated[IsoDateTime | None, Query()] = None,
+        until: Annotated[IsoDateTime | None, Query()] = None,
     ) -> list[WhaleDailyStats]:
         """Per UTC day and chain: count, sums, median / p90 / p99 value, top score."""
         filters = {"chain": chain, "since": since, "until": until}

@@ -1,6 +1,8 @@
-"""`database`: the embedded server, migrations, health, advisors and the schema reference.
+"""`database`: the embedded server, migrations (plan, lint), health, advisors, the schema
+reference, `inspect <verb>` / `inspect report` and `verify`.
 
-Exit codes: 0 success, 1 a clear error (printed without a traceback), 2 bad usage,
+Exit codes: 0 success, 1 a clear error (printed without a traceback) or a failing gate
+(`inspect report`, `verify`, `migration-lint`, a refused plan), 2 bad usage,
 3 `local status`/`local url` when the embedded server is not running.
 """
 
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.engine import URL
@@ -19,16 +21,20 @@ from sqlalchemy.engine import URL
 from database.connect import display_url
 from database.errors import DatabasePackageError
 from database.settings import get_settings
+from database_tools.inspect import commands as inspect_commands
 from service_kit.console import Output, run
 
 app = typer.Typer(
     name="database",
-    help="The database: embedded server, migrations, health, advisors, schema reference.",
+    help="The database: embedded server, migrations, health, advisors, schema reference, "
+    "inspect, verify.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+app.add_typer(inspect_commands.app, name="inspect")
+app.command("verify")(inspect_commands.verify)
 
 
 def _fail(exc: BaseException) -> typer.Exit:
@@ -43,14 +49,15 @@ def _target_url() -> URL:
     return server_url(get_settings())
 
 
-def _migrate(revision: str = "head") -> None:
+def _migrate(revision: str = "head", *, quiet: bool = False) -> None:
     from database.migrations import current_revision, head_revision, require_migration_url, upgrade
 
     url = require_migration_url(_target_url())
     target = head_revision() if revision == "head" else revision
-    typer.echo(f"{display_url(url)}: {current_revision(url=url) or '(empty)'} -> {target}")
+    current = current_revision(url=url) or "(empty)"
+    typer.echo(f"{display_url(url)}: {current} -> {target}", err=quiet)
     upgrade(url=url, revision=revision)
-    typer.echo(f"at {current_revision(url=url) or '(empty)'}")
+    typer.echo(f"at {current_revision(url=url) or '(empty)'}", err=quiet)
 
 
 def _health(json: bool) -> None:
@@ -120,29 +127,143 @@ def local(action: LocalAction, json: JsonFlag = False) -> None:
         raise _fail(exc) from None
 
 
+def _plan_rows(steps: list[Any]) -> list[tuple[Any, ...]]:
+    from database_tools.migration_plan import pretty_size
+
+    rows = []
+    for step in steps:
+        size = "new" if step.new else pretty_size(step.bytes)
+        count = "" if step.new or step.rows is None else f"{step.rows:,}"
+        rows.append(
+            (step.revision, step.mode, step.qualified(), count, size, step.holds, step.statement)
+        )
+    return rows
+
+
+def _show_plan(url: URL, *, revision: str, json: bool, max_lock_table_size: str | None) -> bool:
+    """Print the plan; False when --max-lock-table-size refuses it."""
+    from database.migrations import current_revision
+    from database_tools.migration_plan import (
+        build_plan,
+        parse_size,
+        pending_revisions,
+        pretty_size,
+        refused,
+    )
+
+    limit = None
+    if max_lock_table_size is not None:
+        try:
+            limit = parse_size(max_lock_table_size)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--max-lock-table-size") from None
+    target = "heads" if revision == "head" else revision
+    pending = pending_revisions(current=current_revision(url=url), target=target)
+    steps = build_plan(revisions=pending, url=url)
+    columns = ["revision", "lock", "table", "rows", "size", "holds", "statement"]
+    Output(json=json).table("migration plan", columns, _plan_rows(steps))
+    if not pending:
+        typer.echo("nothing to apply: the database is at the target revision", err=True)
+    blocked = refused(steps, max_bytes=limit) if limit is not None else []
+    for step in blocked:
+        typer.echo(
+            f"refused: revision {step.revision} takes {step.mode} on {step.qualified()} "
+            f"({pretty_size(step.bytes)}, over {max_lock_table_size}) while it scans or "
+            f"rewrites it: {step.statement}",
+            err=True,
+        )
+    if blocked:
+        typer.echo(
+            "Use the safe forms (database.migrations.safe), or declare the table in the "
+            'revision: exclusive_lock_ok = {"<table>": "<why it is safe>"}',
+            err=True,
+        )
+    return not blocked
+
+
 @app.command()
 def migrate(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
     sql: Annotated[bool, typer.Option("--sql", help="print the SQL instead of running it")] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="print the plan (statements, locks, sizes) only")
+    ] = False,
+    max_lock_table_size: Annotated[
+        str | None,
+        typer.Option(
+            "--max-lock-table-size",
+            help="refuse statements that block writes while scanning a table above this "
+            "size (e.g. 500MB), unless the revision declares it in exclusive_lock_ok",
+        ),
+    ] = None,
+    json: JsonFlag = False,
 ) -> None:
-    """Upgrade to a revision (default head), printing current -> target."""
+    """Print the plan (each statement, its lock, the live size of its table), then upgrade to
+    a revision (default head)."""
     from database.errors import DatabaseUnavailableError
     from database.migrations import current_revision, require_migration_url, upgrade_sql
 
     try:
-        if not sql:
-            _migrate(revision)
+        if sql:
+            # For review: what would run against this database, as SQL.
+            url = require_migration_url(get_settings().direct_url() or _target_url())
+            try:
+                current = current_revision(url=url)
+            except DatabaseUnavailableError:
+                current = None  # unreachable: the SQL from an empty database
+            print(f"-- {display_url(url)}: {current or '(empty)'} -> head", flush=True)
+            upgrade_sql(url=url, from_revision=current, output=sys.stdout)
             return
-        # For review: what would run against this database, as SQL.
-        url = require_migration_url(get_settings().direct_url() or _target_url())
-        try:
-            current = current_revision(url=url)
-        except DatabaseUnavailableError:
-            current = None  # unreachable: the SQL from an empty database
-        print(f"-- {display_url(url)}: {current or '(empty)'} -> head", flush=True)
-        upgrade_sql(url=url, from_revision=current, output=sys.stdout)
+        url = require_migration_url(_target_url())
+        allowed = _show_plan(
+            url, revision=revision, json=json, max_lock_table_size=max_lock_table_size
+        )
+        if not allowed:
+            raise typer.Exit(1)
+        if not plan:
+            _migrate(revision, quiet=json)
     except DatabasePackageError as exc:
         raise _fail(exc) from None
+
+
+@app.command("migration-lint")
+def migration_lint(
+    keep: Annotated[
+        Path | None, typer.Option(help="keep each revision's SQL file in this folder")
+    ] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Lint every revision's SQL with squawk; exit 1 on a finding its revision does not
+    excuse (squawk_ignore = {"rule": "reason"} in the revision file) or a stale excuse."""
+    from database_tools.migration_lint import lint
+
+    try:
+        results = lint(keep_dir=keep)
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+    rows = []
+    for result in results:
+        excused = ", ".join(f"{rule} ({n})" for rule, n in sorted(result.excused.items()))
+        problems = [v.describe() for v in result.violations]
+        problems += [f"stale squawk_ignore entry: {rule} matches nothing" for rule in result.stale]
+        status = "ok" if result.ok else "FAIL"
+        rows.append((result.revision.revision, status, excused, "; ".join(problems)))
+    Output(json=json).table(
+        "migration lint (squawk)", ["revision", "status", "excused", "problems"], rows
+    )
+    failing = [r for r in results if not r.ok]
+    typer.echo(
+        f"{len(results)} revisions linted, {len(failing)} failing"
+        + (
+            ": fix them (database.migrations.safe has the safe forms), or declare "
+            'squawk_ignore = {"<rule>": "<why it is safe>"} in the revision'
+            if failing
+            else ""
+        ),
+        err=True,
+    )
+    if failing:
+        raise typer.Exit(1)
 
 
 @app.command()

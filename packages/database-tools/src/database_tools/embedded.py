@@ -20,6 +20,7 @@ import fcntl
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -47,6 +48,16 @@ class LocalDatabaseError(DatabasePackageError):
 _START_TIMEOUT_S = 60
 #: How long a start waits for the backends of a crashed postmaster to go away.
 _ORPHAN_WAIT_S = 15
+
+# (pattern that finds the setting in postgresql.conf, the line that adds it). Loaded at start:
+# pg_stat_statements (what `database inspect outliers/calls/slow` read) needs preloading.
+_REQUIRED_SETTINGS = [
+    (
+        r"^\s*shared_preload_libraries\s*=.*pg_stat_statements",
+        "shared_preload_libraries = 'pg_stat_statements'",
+    ),
+    (r"^\s*pg_stat_statements\.track\s*=", "pg_stat_statements.track = 'all'"),
+]
 
 
 @dataclass(frozen=True)
@@ -111,11 +122,15 @@ class LocalServer:
         """
         with self._lock():
             current = self.status()
+            if not current.initialized:
+                self._initdb()
+            # A data folder from before a setting was added gets it now (and a restart).
+            changed = self._ensure_settings()
             if current.running and current.port is not None:
+                if changed:
+                    self._restart(current.port)
                 url = local_url(port=current.port)
             else:
-                if not current.initialized:
-                    self._initdb()
                 url = local_url(port=self._start())
             _wait_until_accepting(url)
             self.urlfile.write_text(display_url(url) + "\n", encoding="utf-8")
@@ -185,6 +200,36 @@ class LocalServer:
                 "unix_socket_directories = ''\n"
                 "max_connections = 200\n"
             )
+
+    def _ensure_settings(self) -> bool:
+        """Add the settings every embedded server needs; True when the file changed."""
+        conf_path = self.pgdata / "postgresql.conf"
+        text = conf_path.read_text(encoding="utf-8")
+        missing = [
+            line
+            for pattern, line in _REQUIRED_SETTINGS
+            if not re.search(pattern, text, flags=re.MULTILINE)
+        ]
+        if not missing:
+            return False
+        with open(conf_path, "a", encoding="utf-8") as conf:
+            conf.write("\n# database_tools.embedded (server statistics)\n")
+            conf.writelines(f"{line}\n" for line in missing)
+        return True
+
+    def _restart(self, port: int) -> None:
+        self._pg_ctl(
+            "restart",
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            str(_START_TIMEOUT_S),
+            "-l",
+            str(self.logfile),
+            "-o",
+            f"-p {port}",
+        )
 
     def _recorded_port(self) -> int | None:
         try:

@@ -27,28 +27,52 @@ from database.schema import (
     AlertEventCreate,
     AlertWebhookSecret,
     AlertWebhookSecretCreate,
+    Article,
+    ArticleCreate,
+    BacktestResult,
+    BacktestResultCreate,
     CollectionRun,
     CollectionRunCreate,
+    DailyPerformance,
+    DailyPerformanceCreate,
     Dex,
     DexCreate,
+    DexTrade,
+    DexTradeCreate,
     EvaluatorCursor,
     EvaluatorCursorCreate,
     LiquidityZone,
     LiquidityZoneCreate,
+    LlmAnalysisLog,
+    LlmAnalysisLogCreate,
     MarketData,
     MarketDataCreate,
+    MarketEvent,
+    MarketEventCreate,
     Ohlcv,
     OhlcvCreate,
+    Order,
+    OrderCreate,
+    OrderFill,
+    OrderFillCreate,
     Pool,
     PoolCreate,
+    Position,
+    PositionCreate,
     Profile,
     ProfileCreate,
+    SentimentScore,
+    SentimentScoreCreate,
     SmcPattern,
     SmcPatternCreate,
     SystemEvent,
     SystemEventCreate,
     Token,
     TokenCreate,
+    Trade,
+    TradeCreate,
+    TradingSignal,
+    TradingSignalCreate,
     WatchlistEntry,
     WatchlistEntryCreate,
     WhaleTransaction,
@@ -321,8 +345,260 @@ class EvaluatorCursorFactory(ModelFactory):
         model = EvaluatorCursor
 
     name = factory.Sequence(lambda n: f"stream.{n}")
-    last_created_at = EPOCH
-    last_id = factory.LazyFunction(uuid.uuid4)
+    # Halfway through a window: rows of transactions 100-104 done, 105-109 being read.
+    done_snapshot = "100:105:"
+    window_snapshot = "100:110:"
+    after_xact_id = 106
+    after_id = factory.LazyFunction(uuid.uuid4)
+
+
+class DexTradeFactory(ModelFactory):
+    create_schema = DexTradeCreate
+
+    class Meta:
+        model = DexTrade
+        exclude = ("pool",)
+
+    pool = factory.SubFactory(PoolFactory)
+    network = "eth"
+    pool_id = factory.SelfAttribute("pool.id")
+    tx_hash = factory.Sequence(tx_hash)
+    log_index = 0
+    block_number = factory.Sequence(lambda n: 19_000_000 + n)
+    block_timestamp = factory.Sequence(lambda n: EPOCH + timedelta(seconds=12 * n))
+    side = "buy"
+    base_amount = Decimal("1.5")
+    quote_amount = Decimal("4500")
+    price_usd = Decimal("3000")
+    volume_usd = Decimal("4500.00")
+    trader_address = factory.LazyFunction(random_address)
+
+
+class ArticleFactory(ModelFactory):
+    create_schema = ArticleCreate
+
+    class Meta:
+        model = Article
+
+    source = "coindesk"
+    url = factory.Sequence(lambda n: f"https://news.example.com/articles/{n}")
+    title = "Ether rallies as staking inflows grow"
+    content = "Staking deposits rose for a third week while exchange balances fell."
+    published_at = factory.Sequence(lambda n: EPOCH + timedelta(minutes=n))
+    symbols = factory.LazyFunction(lambda: ["ETH"])
+    language = "en"
+
+
+class SentimentScoreFactory(ModelFactory):
+    create_schema = SentimentScoreCreate
+
+    class Meta:
+        model = SentimentScore
+        exclude = ("article",)
+
+    article = factory.SubFactory(ArticleFactory)
+    article_id = factory.SelfAttribute("article.id")
+    score = Decimal("0.6")
+    confidence = Decimal("0.8")
+    positive_keywords = factory.LazyFunction(lambda: ["rally", "inflows"])
+    negative_keywords = factory.LazyFunction(list)
+    model = factory.Sequence(lambda n: f"finbert-{n}")
+    scored_at = factory.Sequence(lambda n: EPOCH + timedelta(minutes=n, seconds=30))
+
+
+class MarketEventFactory(ModelFactory):
+    create_schema = MarketEventCreate
+
+    class Meta:
+        model = MarketEvent
+        exclude = ("article",)
+
+    article = factory.SubFactory(ArticleFactory)
+    article_id = factory.SelfAttribute("article.id")
+    event_type = "listing"
+    severity = "medium"
+    summary = "Listed on a major exchange"
+    keywords = factory.LazyFunction(lambda: ["listing"])
+    symbols = factory.LazyFunction(lambda: ["ETH"])
+    occurred_at = factory.Sequence(lambda n: EPOCH + timedelta(minutes=n))
+
+
+class TradingSignalFactory(ModelFactory):
+    create_schema = TradingSignalCreate
+
+    class Meta:
+        model = TradingSignal
+
+    exchange = "binance"
+    symbol = "ETH/USDT"
+    timeframe = "1h"
+    signal = "buy"
+    composite_score = Decimal("0.42")
+    sentiment_component = Decimal("0.5")
+    technical_component = Decimal("0.3")
+    regime_component = Decimal("0.1")
+    explanation = "sentiment and momentum agree"
+    generated_at = factory.Sequence(lambda n: EPOCH + timedelta(hours=n))
+
+
+class OrderFactory(ModelFactory):
+    create_schema = OrderCreate
+
+    class Meta:
+        model = Order
+
+    user_id = factory.LazyFunction(new_auth_user)
+    exchange = "binance"
+    symbol = "ETH/USDT"
+    order_type = "limit"
+    side = "buy"
+    quantity = Decimal("2")
+    limit_price = Decimal("3000")
+    time_in_force = "gtc"
+
+
+class OrderFillFactory(ModelFactory):
+    create_schema = OrderFillCreate
+
+    class Meta:
+        model = OrderFill
+        exclude = ("order",)
+
+    order = factory.SubFactory(OrderFactory)
+    order_id = factory.SelfAttribute("order.id")
+    user_id = factory.SelfAttribute("order.user_id")
+    exchange_fill_id = factory.Sequence(lambda n: f"fill-{n}")
+    quantity = Decimal("1")
+    price = Decimal("3000")
+    fee = Decimal("1.5")
+    filled_at = factory.Sequence(lambda n: EPOCH + timedelta(seconds=n))
+
+
+class TradeFactory(ModelFactory):
+    create_schema = TradeCreate
+
+    class Meta:
+        model = Trade
+
+    user_id = factory.LazyFunction(new_auth_user)
+    exchange = "binance"
+    symbol = factory.Sequence(lambda n: f"T{n}/USDT")  # one open trade per symbol
+    side = "long"
+    entry_time = EPOCH
+    entry_price = Decimal("3000")
+    quantity = Decimal("1")
+    fees = Decimal("3")
+    realized_pnl = Decimal("-3")
+    status = "open"
+    strategy = "momentum"
+
+
+class PositionFactory(ModelFactory):
+    create_schema = PositionCreate
+
+    class Meta:
+        model = Position
+
+    user_id = factory.LazyFunction(new_auth_user)
+    exchange = "binance"
+    symbol = factory.Sequence(lambda n: f"P{n}/USDT")  # one open position per symbol
+    side = "long"
+    quantity = Decimal("1")
+    average_entry_price = Decimal("3000")
+    opened_at = EPOCH
+    status = "open"
+
+
+class DailyPerformanceFactory(ModelFactory):
+    create_schema = DailyPerformanceCreate
+
+    class Meta:
+        model = DailyPerformance
+
+    user_id = factory.LazyFunction(new_auth_user)
+    day = factory.Sequence(lambda n: EPOCH.date() + timedelta(days=n))
+    trades = 4
+    wins = 3
+    losses = 1
+    gross_pnl = Decimal("120")
+    net_pnl = Decimal("110")
+    fees = Decimal("10")
+    ending_equity = Decimal("1110")
+    max_intraday_drawdown = Decimal("25")
+
+
+def backtest_config() -> dict[str, Any]:
+    return {
+        "strategy": "sma_cross",
+        "exchange": "binance",
+        "symbol": "ETH/USDT",
+        "timeframe": "1h",
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-02-01T00:00:00Z",
+        "initial_capital": "10000",
+        "fee_rate": "0.001",
+        "parameters": [{"name": "fast", "value": 10}, {"name": "slow", "value": 50}],
+    }
+
+
+class BacktestResultFactory(ModelFactory):
+    create_schema = BacktestResultCreate
+
+    class Meta:
+        model = BacktestResult
+
+    user_id = factory.LazyFunction(new_auth_user)
+    name = factory.Sequence(lambda n: f"backtest {n}")
+    strategy_config = factory.LazyFunction(backtest_config)
+    metrics = factory.LazyFunction(
+        lambda: {
+            "trade_count": 1,
+            "total_return_pct": "1.25",
+            "max_drawdown_pct": "0.8",
+            "final_equity": "10125",
+            "sharpe_ratio": "1.4",
+            "win_rate": "1",
+        }
+    )
+    trades = factory.LazyFunction(
+        lambda: [
+            {
+                "side": "long",
+                "entry_time": "2026-01-02T00:00:00Z",
+                "exit_time": "2026-01-03T00:00:00Z",
+                "entry_price": "3000",
+                "exit_price": "3040",
+                "quantity": "3.2",
+                "pnl": "125",
+                "fees": "3",
+            }
+        ]
+    )
+    equity_curve = factory.LazyFunction(
+        lambda: [
+            {"time": "2026-01-01T00:00:00Z", "equity": "10000"},
+            {"time": "2026-01-03T00:00:00Z", "equity": "10125"},
+        ]
+    )
+
+
+class LlmAnalysisLogFactory(ModelFactory):
+    create_schema = LlmAnalysisLogCreate
+
+    class Meta:
+        model = LlmAnalysisLog
+
+    model = "gpt-4o-mini"
+    purpose = "trade_decision"
+    symbol = "BTC/USDT"
+    prompt_tokens = 1200
+    completion_tokens = 150
+    latency_ms = 850
+    cost_usd = Decimal("0.00042")
+    decision = "hold"
+    requested_at = factory.Sequence(lambda n: EPOCH + timedelta(minutes=n))
+    request = factory.LazyFunction(lambda: {"messages": [{"role": "user", "content": "BTC?"}]})
+    response = factory.LazyFunction(lambda: {"choices": [{"text": "hold"}]})
 
 
 #: Table name -> factory: the RLS matrix and contract tests walk every table through this.
@@ -345,5 +621,17 @@ FACTORIES: dict[str, type[ModelFactory]] = {
         SystemEventFactory,
         CollectionRunFactory,
         EvaluatorCursorFactory,
+        DexTradeFactory,
+        ArticleFactory,
+        SentimentScoreFactory,
+        MarketEventFactory,
+        TradingSignalFactory,
+        OrderFactory,
+        OrderFillFactory,
+        TradeFactory,
+        PositionFactory,
+        DailyPerformanceFactory,
+        BacktestResultFactory,
+        LlmAnalysisLogFactory,
     )
 }

@@ -18,6 +18,8 @@ _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _ACCESS_TEXT = {
     "public_data": "public data: anon and authenticated read every row; only the service writes",
     "user_owned": "user-owned: the owner reads and writes own rows; anon nothing",
+    "user_submitted": "user-submitted: the owner inserts (the client's columns) and reads own rows"
+    " and may file the declared request; the service writes everything else; anon nothing",
     "user_readable": "user-readable: written by the service; the owner reads own rows",
     "internal": "internal: no access for anon or authenticated",
 }
@@ -118,6 +120,17 @@ def _access(spec: TableAccess) -> list[str]:
         f"`{role}`: {', '.join(sorted(p)) if p else 'nothing'}" for role, p in spec.grants().items()
     ]
     lines += ["", "Grants: " + "; ".join(grants)]
+    for role, by_privilege in spec.column_grants().items():
+        for privilege, columns in sorted(by_privilege.items()):
+            if columns:
+                listed = ", ".join(f"`{c}`" for c in sorted(columns))
+                lines += ["", f"Column grants: `{role}` may {privilege} {listed}"]
+    if spec.request is not None:
+        lines += [
+            "",
+            f"Owner request: `{spec.request.column}` (set once, stamped with now() by the"
+            f" database) on own rows where `{spec.request.when}`",
+        ]
     policies = spec.policies()
     if policies:
         lines += ["", "Policies:", ""]

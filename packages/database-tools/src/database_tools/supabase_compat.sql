@@ -104,6 +104,12 @@ begin
   if exists (select from pg_available_extensions where name = 'uuid-ossp') then
     create extension if not exists "uuid-ossp" with schema extensions;
   end if;
+  -- Query statistics, as on every Supabase project (`database inspect outliers/calls/slow`).
+  -- Its view only answers when the server preloads the library (shared_preload_libraries);
+  -- the inspect verbs say so when it does not.
+  if exists (select from pg_available_extensions where name = 'pg_stat_statements') then
+    create extension if not exists pg_stat_statements with schema extensions;
+  end if;
 end
 $ext$;
 

@@ -6,6 +6,11 @@ decides its grants and its row-level-security policies, so a new table cannot be
 * PUBLIC_DATA   - anon and authenticated may select every row; only the service writes;
 * USER_OWNED    - authenticated may select/insert/update/delete rows whose owner column is
                   `(select auth.uid())`, nothing else; anon nothing;
+* USER_SUBMITTED - authenticated may select own rows, insert own rows (the client's columns
+                  only: everything else takes its server default) and file the table's one
+                  declared request (an OwnerRequest: one column, once, on own rows in the
+                  declared state); never delete. The service writes everything else (orders:
+                  the owner submits and asks to cancel, the service fills and closes);
 * USER_READABLE - written by the service, selectable by its owner only;
 * INTERNAL      - no access at all for anon/authenticated.
 
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 import database.schema  # noqa: F401 - registers every table and view on the metadata
-from database.schema.base import AccessClass, access_info, metadata
+from database.schema.base import AccessClass, OwnerRequest, access_info, metadata
 from database.schema.registry import SCHEMAS
 
 __all__ = ["AccessClass", "TableAccess", "access_info", "declared", "diff"]
@@ -71,6 +76,8 @@ class TableAccess:
     # after insert are the server's.
     insert_columns: tuple[str, ...] = ()
     update_columns: tuple[str, ...] = ()
+    # User-submitted tables: the one thing an owner may ask of a row after submitting it.
+    request: OwnerRequest | None = None
 
     def policies(self) -> list[Policy]:
         if self.is_view:  # a security_invoker view is filtered by its tables' policies
@@ -83,6 +90,22 @@ class TableAccess:
         mine = f"(select auth.uid()) = {self.owner}"
         if self.access is AccessClass.USER_READABLE:
             return [Policy(f"{t}_select_own", t, "select", ("authenticated",), mine)]
+        if self.access is AccessClass.USER_SUBMITTED:
+            assert self.request is not None
+            column, when = self.request.column, self.request.when
+            return [
+                Policy(f"{t}_select_own", t, "select", ("authenticated",), using=mine),
+                Policy(f"{t}_insert_own", t, "insert", ("authenticated",), check=mine),
+                # Filed once (the column is still null), in the declared state only.
+                Policy(
+                    f"{t}_request_own",
+                    t,
+                    "update",
+                    ("authenticated",),
+                    using=f"{mine} and {column} is null and ({when})",
+                    check=f"{mine} and {column} is not null",
+                ),
+            ]
         return [
             Policy(f"{t}_select_own", t, "select", ("authenticated",), using=mine),
             Policy(f"{t}_insert_own", t, "insert", ("authenticated",), check=mine),
@@ -96,6 +119,7 @@ class TableAccess:
         by_class = {
             AccessClass.PUBLIC_DATA: {"anon": readers, "authenticated": readers},
             AccessClass.USER_OWNED: {"authenticated": frozenset({"select", "delete"})},
+            AccessClass.USER_SUBMITTED: {"authenticated": readers},
             AccessClass.USER_READABLE: {"authenticated": readers},
             AccessClass.INTERNAL: {},
         }[self.access]
@@ -107,8 +131,8 @@ class TableAccess:
         }
 
     def column_grants(self) -> dict[str, dict[str, frozenset[str]]]:
-        """Column-level privileges: role -> privilege -> columns (user-owned tables only)."""
-        if self.access is not AccessClass.USER_OWNED:
+        """Column-level privileges: role -> privilege -> columns (tables users write)."""
+        if self.access not in (AccessClass.USER_OWNED, AccessClass.USER_SUBMITTED):
             return {}
         return {
             "authenticated": {
@@ -173,6 +197,9 @@ def declared() -> list[TableAccess]:
         update: tuple[str, ...] = ()
         if access is AccessClass.USER_OWNED:
             insert, update = _client_columns(table, info["owner"])
+        elif access is AccessClass.USER_SUBMITTED:
+            insert, _ = _client_columns(table, info["owner"])
+            update = (info["request"]["column"],)
         result.append(
             TableAccess(
                 table=table.name,
@@ -181,6 +208,7 @@ def declared() -> list[TableAccess]:
                 is_view=bool(info.get("view")),
                 insert_columns=insert,
                 update_columns=update,
+                request=OwnerRequest(**info["request"]) if info.get("request") else None,
             )
         )
     return result

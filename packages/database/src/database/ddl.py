@@ -9,9 +9,11 @@ What is declared, and where it comes from:
 * functions in `private` (a schema the Data API does not expose; search_path pinned):
   `uuid_v7()` for ids made by SQL, the JSON document validators rendered from the document
   models (`database.schema.documents`), the quota trigger, `updated_at` and change
-  notification, and the webhook-secret functions;
-* triggers — `updated_at` on every table that has the column, a quota on every user-owned
-  table that declares one, NOTIFY on whale transactions, webhook secrets on alerts;
+  notification, the webhook-secret functions, the element checks of list columns, the
+  stamp of an owner's request, and the daily-performance refresh;
+* triggers — `updated_at` on every table that has the column, a quota on every table users
+  write that declares one, the stamp of a user-submitted table's request, NOTIFY on every
+  stream table (database.schema.streams), webhook secrets on alerts;
 * the `supabase_realtime` publication's tables.
 """
 
@@ -25,6 +27,7 @@ import sqlalchemy as sa
 import database.schema  # noqa: F401 - registers the tables and views
 from database.schema.base import metadata
 from database.schema.documents import render_functions
+from database.schema.streams import is_stream
 
 PRIVATE = "private"
 API_ROLES = ("anon", "authenticated", "service_role")
@@ -116,17 +119,18 @@ end
 )
 
 # One notification per INSERT statement, however many rows it wrote: bulk ingest pays nothing
-# per row. Listeners then read new rows from their stored cursor.
-_NOTIFY_WHALES = Function(
-    "private.notify_whale_transactions",
-    "private.notify_whale_transactions()",
+# per row. The channel is the table's name; listeners then read the new rows from their stored
+# stream position (database.schema.streams).
+_NOTIFY_STREAM = Function(
+    "private.notify_stream",
+    "private.notify_stream()",
     _sql_function(
-        "private.notify_whale_transactions",
+        "private.notify_stream",
         "",
         "trigger",
         """
 begin
-  perform pg_notify('whale_transactions', tg_op);
+  perform pg_notify(tg_table_name, tg_op);
   return null;
 end
 """,
@@ -134,39 +138,152 @@ end
     ),
 )
 
+
 # Quotas, race-free: the owner's rows are counted under a transaction-scoped advisory lock on
-# (table, owner), so concurrent inserts for one owner queue up and each sees the others.
-# Arguments: owner column, limit, what the rows are called, singular and plural (the message).
-_ENFORCE_QUOTA = Function(
-    "private.enforce_quota",
-    "private.enforce_quota()",
-    _sql_function(
-        "private.enforce_quota",
-        "",
-        "trigger",
-        f"""
-declare
-  owner text := to_jsonb(new) ->> tg_argv[0];
-  used bigint;
+# (table, owner), so concurrent inserts for one owner queue up and each sees the others. One
+# function per table, with its query written out: a cached plan, not dynamic SQL per row.
+def _quota_function(
+    table: str, owner: str, limit: int, noun: tuple[str, str], where: str | None = None
+) -> Function:
+    name = f"private.enforce_{table}_quota"
+    singular, plural = noun
+    scope = f" and ({where})" if where else ""
+    body = f"""
 begin
-  if tg_op = 'UPDATE' and (to_jsonb(old) ->> tg_argv[0]) is not distinct from owner then
-    return new;
-  end if;
-  perform pg_advisory_xact_lock(hashtextextended(tg_table_name || ':' || owner, 0));
-  execute format('select count(*) from %I.%I where %I = $1::uuid',
-                 tg_table_schema, tg_table_name, tg_argv[0])
-    into used using owner;
-  if used >= tg_argv[1]::bigint then
-    raise exception '% limit reached: at most % % per user', tg_argv[2], tg_argv[1], tg_argv[3]
-      using errcode = '{QUOTA_SQLSTATE}', table = tg_table_name, column = tg_argv[0];
+  perform pg_advisory_xact_lock(hashtextextended('{table}:' || new.{owner}::text, 0));
+  if (select count(*) from public.{table} where {owner} = new.{owner}{scope}) >= {limit} then
+    raise exception '{singular} limit reached: at most {limit} {plural} per user'
+      using errcode = '{QUOTA_SQLSTATE}', table = '{table}', column = '{owner}';
   end if;
   return new;
 end
-""",
-        definer=True,
-        language="plpgsql",
-    ),
+"""
+    create = _sql_function(name, "", "trigger", body, definer=True, language="plpgsql")
+    return Function(name, f"{name}()", create)
+
+
+def _quotas() -> list[tuple[sa.Table, Function]]:
+    found = []
+    for table in metadata.sorted_tables:
+        limit = table.info.get("quota")
+        if limit is not None:
+            noun = tuple(table.info.get("quota_noun", ("row", "rows")))
+            where = table.info.get("quota_where")
+            function = _quota_function(table.name, table.info["owner"], limit, noun, where)
+            found.append((table, function))
+    return found
+
+
+# An owner's request (access.OwnerRequest) is stamped by the database: the client only says
+# "now", the server's clock says when.
+def _request_stamps() -> list[tuple[sa.Table, str, Function]]:
+    found = []
+    for table in metadata.sorted_tables:
+        request = table.info.get("request")
+        if request is None:
+            continue
+        column = request["column"]
+        name = f"private.stamp_{table.name}_{column}"
+        body = f"""
+begin
+  new.{column} := now();
+  return new;
+end
+"""
+        create = _sql_function(name, "", "trigger", body, language="plpgsql")
+        found.append((table, column, Function(name, f"{name}()", create)))
+    return found
+
+
+def _items_functions() -> list[Function]:
+    """The element checks of list columns (database.schema.rules.items_function)."""
+    found: dict[str, Function] = {}
+    for table in metadata.sorted_tables:
+        for constraint in table.constraints:
+            items = constraint.info.get("function")
+            if items is not None:
+                found[items.name] = Function(
+                    items.name,
+                    items.signature,
+                    items.create,
+                    execute=("authenticated", "service_role"),
+                )
+    return list(found.values())
+
+
+# Daily performance per user and UTC day, from closed trades (exit_time is set exactly when a
+# trade is closed): one statement that upserts the days that have trades, deletes rows for days
+# in the range that no longer have any, and leaves unchanged rows alone. Idempotent. Ending
+# equity is cumulative over all earlier trades, so after changing trades of day d, refresh
+# from d to the last day.
+_PERFORMANCE_COLUMNS = (
+    "trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown"
 )
+_REFRESH_DAILY_PERFORMANCE = Function(
+    "private.refresh_daily_performance",
+    "private.refresh_daily_performance(date, date, uuid)",
+    _sql_function(
+        "private.refresh_daily_performance",
+        "first_day date, last_day date, for_user uuid default null",
+        "integer",
+        f"""
+  with closed as (
+    select t.user_id, (t.exit_time at time zone 'UTC')::date as day, t.exit_time, t.id,
+           t.realized_pnl, t.fees
+      from public.trades t
+     where t.exit_time >= (first_day::timestamp at time zone 'UTC')
+       and t.exit_time < ((last_day + 1)::timestamp at time zone 'UTC')
+       and (for_user is null or t.user_id = for_user)
+  ), curve as (
+    select user_id, day, exit_time, id, realized_pnl, fees, sum(realized_pnl) over w as equity
+      from closed
+    window w as (partition by user_id, day order by exit_time, id)
+  ), drawn as (
+    select user_id, day, realized_pnl, fees, greatest(max(equity) over w, 0) - equity as drawdown
+      from curve
+    window w as (partition by user_id, day order by exit_time, id)
+  ), days as (
+    select user_id, day, count(*) as trades,
+           count(*) filter (where realized_pnl > 0) as wins,
+           count(*) filter (where realized_pnl < 0) as losses,
+           sum(realized_pnl + fees) as gross_pnl, sum(realized_pnl) as net_pnl,
+           sum(fees) as fees, max(drawdown) as max_intraday_drawdown
+      from drawn
+     group by user_id, day
+  ), earlier as (
+    select t.user_id, sum(t.realized_pnl) as equity
+      from public.trades t
+     where t.exit_time < (first_day::timestamp at time zone 'UTC')
+       and t.user_id in (select user_id from days)
+     group by t.user_id
+  ), computed as (
+    select d.user_id, d.day, d.trades, d.wins, d.losses, d.gross_pnl, d.net_pnl, d.fees,
+           coalesce(e.equity, 0) + sum(d.net_pnl) over (partition by d.user_id order by d.day)
+             as ending_equity,
+           d.max_intraday_drawdown
+      from days d left join earlier e on e.user_id = d.user_id
+  ), written as (
+    insert into public.daily_performance as p (user_id, day, {_PERFORMANCE_COLUMNS})
+    select user_id, day, {_PERFORMANCE_COLUMNS} from computed
+    on conflict (user_id, day) do update
+       set {", ".join(f"{c} = excluded.{c}" for c in _PERFORMANCE_COLUMNS.split(", "))}
+     where ({", ".join(f"p.{c}" for c in _PERFORMANCE_COLUMNS.split(", "))})
+           is distinct from
+           ({", ".join(f"excluded.{c}" for c in _PERFORMANCE_COLUMNS.split(", "))})
+    returning 1
+  ), removed as (
+    delete from public.daily_performance p
+     where p.day between first_day and last_day
+       and (for_user is null or p.user_id = for_user)
+       and not exists (select from days d where d.user_id = p.user_id and d.day = p.day)
+    returning 1
+  )
+  select ((select count(*) from written) + (select count(*) from removed))::integer
+""",
+    ),
+    execute=("service_role",),
+)
+
 
 # A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
 # loses it; 256 bits from the server's strong random source (two v4 UUIDs' worth of hex).
@@ -237,6 +354,23 @@ _ROTATE_WEBHOOK_SECRET = Function(
 )
 
 
+# Does a signed-in user's account exist? Checked in the same round trip that sets the role, so
+# the check runs as the API login role, whoever that is: definer, executable by everyone.
+_USER_EXISTS = Function(
+    "private.user_exists",
+    "private.user_exists(uuid)",
+    _sql_function(
+        "private.user_exists",
+        "id uuid",
+        "boolean",
+        "  select exists (select from auth.users u where u.id = user_exists.id)",
+        definer=True,
+        volatility="stable",
+    ),
+    execute=("public",),
+)
+
+
 def _document_functions() -> list[Function]:
     found: dict[str, Function] = {}
     for table in metadata.sorted_tables:
@@ -262,12 +396,16 @@ def declared_functions() -> tuple[Function, ...]:
     return (
         _UUID_V7,
         _SET_UPDATED_AT,
-        _NOTIFY_WHALES,
-        _ENFORCE_QUOTA,
+        _NOTIFY_STREAM,
+        _REFRESH_DAILY_PERFORMANCE,
+        *(function for _, function in _quotas()),
+        *(function for _, _, function in _request_stamps()),
+        *_items_functions(),
         *_document_functions(),
         _SYNC_WEBHOOK_SECRET,
         _WEBHOOK_SECRET,
         _ROTATE_WEBHOOK_SECRET,
+        _USER_EXISTS,
     )
 
 
@@ -290,33 +428,61 @@ def declared_triggers() -> tuple[Trigger, ...]:
                     " for each row execute function private.set_updated_at()",
                 )
             )
-        quota = table.info.get("quota")
-        if quota is not None:
-            owner = table.info["owner"]
-            singular, plural = table.info.get("quota_noun", ("row", "rows"))
+    for table, function in _quotas():
+        t, owner = table.name, table.info["owner"]
+        changed = f" when (old.{owner} is distinct from new.{owner})"
+        for kind, event, when in (
+            ("insert", "insert", ""),
+            ("update", f"update of {owner}", changed),
+        ):
             triggers.append(
                 Trigger(
-                    f"{t}_quota",
+                    f"{t}_quota_{kind}",
                     t,
-                    f"create trigger {t}_quota before insert or update of {owner} on public.{t}"
-                    f" for each row execute function private.enforce_quota('{owner}',"
-                    f" '{quota}', '{singular}', '{plural}')",
+                    f"create trigger {t}_quota_{kind} before {event} on public.{t}"
+                    f" for each row{when} execute function {function.signature}",
                 )
             )
+    for table, column, function in _request_stamps():
+        t = table.name
+        triggers.append(
+            Trigger(
+                f"{t}_{column}_stamp",
+                t,
+                f"create trigger {t}_{column}_stamp before update of {column} on public.{t}"
+                f" for each row when (old.{column} is null and new.{column} is not null)"
+                f" execute function {function.signature}",
+            )
+        )
+    for table in metadata.sorted_tables:
+        if is_stream(table):
+            t = table.name
+            triggers.append(
+                Trigger(
+                    f"{t}_notify",
+                    t,
+                    f"create trigger {t}_notify after insert on public.{t}"
+                    " for each statement execute function private.notify_stream()",
+                )
+            )
+    # Only rules that have (or change) webhook channels pay for the secret's bookkeeping.
+    webhook = """new.channels @> '[{"type": "webhook"}]'"""
     triggers.append(
         Trigger(
-            "whale_transactions_notify",
-            "whale_transactions",
-            "create trigger whale_transactions_notify after insert on public.whale_transactions"
-            " for each statement execute function private.notify_whale_transactions()",
+            "alerts_webhook_secret_insert",
+            "alerts",
+            "create trigger alerts_webhook_secret_insert after insert on public.alerts"
+            f" for each row when ({webhook})"
+            " execute function private.sync_webhook_secret()",
         )
     )
     triggers.append(
         Trigger(
-            "alerts_webhook_secret",
+            "alerts_webhook_secret_update",
             "alerts",
-            "create trigger alerts_webhook_secret after insert or update of channels"
-            " on public.alerts for each row execute function private.sync_webhook_secret()",
+            "create trigger alerts_webhook_secret_update after update of channels on public.alerts"
+            " for each row when (old.channels is distinct from new.channels)"
+            " execute function private.sync_webhook_secret()",
         )
     )
     return tuple(triggers)
@@ -378,6 +544,7 @@ def private_schema_sql() -> list[str]:
         # Bodies may name tables created later in the same revision (as pg_dump does).
         "set local check_function_bodies = off",
         "create schema if not exists private",
-        "revoke all on schema private from public",
-        f"grant usage on schema private to {', '.join(API_ROLES)}",
+        # Usage for every role, the API login role included (its name is a setting): what each
+        # may call is granted function by function.
+        "grant usage on schema private to public",
     ]

@@ -46,9 +46,26 @@ class Finding:
     # (table, constraint) pairs added NOT VALID, to VALIDATE after the revision's transaction
     # commits (the scan must not hold the ADD's exclusive lock meanwhile).
     validate: tuple[tuple[str, str], ...] = ()
+    # Applied after the revision's tables are created (a trigger on a table the same revision
+    # creates); everything else goes first (functions: CHECKs and triggers call them).
+    after_tables: bool = False
 
     def __str__(self) -> str:
         return f"{self.subject}: {self.problem}"
+
+
+def _new_columns(connection: sa.Connection, table: sa.Table) -> list[str]:
+    """Statements adding the declared columns the live table lacks yet (inside a probe's
+    savepoint), so CHECKs and triggers on columns a revision adds can be probed."""
+    target = f"public.{table.name}"
+    live = {r.name for r in connection.execute(_COLUMNS, {"t": target})}
+    dialect = connection.dialect
+    return [
+        f"alter table {target} add column {dialect.identifier_preparer.quote(c.name)}"
+        f" {c.type.compile(dialect=dialect)}"
+        for c in table.columns
+        if c.name not in live
+    ]
 
 
 def _functions_first() -> list[str]:
@@ -171,7 +188,12 @@ def check_findings(connection: sa.Connection) -> list[Finding]:
         ]
         probed = {
             r.name: _deparsed(r.definition)
-            for r in _probe(connection, [*_functions_first(), *probes], _CHECKS, {"t": target})
+            for r in _probe(
+                connection,
+                [*_functions_first(), *_new_columns(connection, table), *probes],
+                _CHECKS,
+                {"t": target},
+            )
         }
         expected = {name: probed[f"zz_probe_{i}"] for i, name in enumerate(compared)}
         for name, sql in declared.items():
@@ -202,8 +224,8 @@ def check_findings(connection: sa.Connection) -> list[Finding]:
 
 _FUNCTION = sa.text(
     "select pg_get_functiondef(p.oid) as definition,"
-    " coalesce((select array_agg(r.rolname::text order by r.rolname)"
-    "           from aclexplode(p.proacl) a join pg_roles r on r.oid = a.grantee"
+    " coalesce((select array_agg(coalesce(r.rolname::text, 'public') order by 1)"
+    "           from aclexplode(p.proacl) a left join pg_roles r on r.oid = a.grantee"
     "           where a.privilege_type = 'EXECUTE' and a.grantee <> p.proowner), '{}')"
     " as executors,"
     " p.proacl is null as default_acl"
@@ -299,13 +321,24 @@ _TRIGGERS = sa.text(
 def trigger_findings(connection: sa.Connection) -> list[Finding]:
     actual = {(r.table, r.name): r.definition for r in connection.execute(_TRIGGERS)}
     declared = [t for t in declared_triggers() if _exists(connection, t.table)]
-    findings: list[Finding] = []
+    findings: list[Finding] = [
+        Finding(f"trigger {t.name}", "missing (on a new table)", (t.create,), (t.drop_sql(),),
+                after_tables=True)
+        for t in declared_triggers()
+        if not _exists(connection, t.table)
+    ]  # fmt: skip
     by_key: dict[tuple[str, str], Trigger] = {(t.table, t.name): t for t in declared}
     probes = [
         t.create.replace(f"create trigger {t.name} ", f"create trigger zz_probe_{i} ", 1)
         for i, t in enumerate(declared)
     ]
-    statements = [*_functions_first(), *probes]
+    tables = {t.name: t for t in _tables()}
+    columns = [
+        sql
+        for name in {t.table for t in declared}
+        for sql in _new_columns(connection, tables[name])
+    ]
+    statements = [*_functions_first(), *columns, *probes]
     probed = {
         (r.table, r.name): r.definition for r in _probe(connection, statements, _TRIGGERS, {})
     }

@@ -76,6 +76,14 @@ class ConflictError(DatabasePackageError):
         super().__init__(f"{field}: {rule}")
 
 
+class UnknownUserError(DatabasePackageError):
+    """A user session's claims name no user in auth.users (deleted since the token was issued,
+    or a token of another project): an API answers as for an invalid token."""
+
+    def __init__(self) -> None:
+        super().__init__("the token's user does not exist")
+
+
 class BulkWriteError(DatabasePackageError):
     """A bulk write stopped part-way. `committed` counts what earlier chunks wrote for good."""
 

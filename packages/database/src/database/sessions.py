@@ -35,14 +35,24 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.connect import Purpose, create_async_engine_for, create_engine_for
-from database.errors import DatabaseUnavailableError
+from database.errors import DatabaseUnavailableError, UnknownUserError
 from database.settings import Settings, get_settings
 
 Claims = Mapping[str, Any]
 
 # One round trip per transaction: role and claims, both transaction-local.
 _IMPERSONATE = text(
-    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true)"
+    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true),"
+    " true as known"
+)
+# The same, asking too whether a signed-in user still exists (a primary-key probe, same round
+# trip): a token outlives a deleted user, and one signed for another project names nobody
+# here. The probe's privileges are checked when the statement starts, before `role` changes:
+# the login role must be able to read auth.users(id).
+_IMPERSONATE_KNOWN = text(
+    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true),"
+    " :role <> 'authenticated'"
+    " or private.user_exists(cast(cast(:claims as jsonb) ->> 'sub' as uuid)) as known"
 )
 _API_ROLES = {"anon", "authenticated"}
 
@@ -151,10 +161,12 @@ class Database:
     # -- sync sessions ---------------------------------------------------------------------
 
     @contextmanager
-    def _session(self, engine: Engine, identity: tuple[str, str] | None) -> Iterator[Session]:
+    def _session(
+        self, engine: Engine, identity: tuple[str, str] | None, *, verify_user: bool = False
+    ) -> Iterator[Session]:
         session = Session(engine, expire_on_commit=False)
         if identity is not None:
-            _impersonate_on_begin(session, identity)
+            _impersonate_on_begin(session, identity, verify_user=verify_user)
         try:
             yield session
             session.commit()
@@ -170,9 +182,13 @@ class Database:
         """Owner connection, RLS bypassed. Commits on success, rolls back on error."""
         return self._session(self.engine, None)
 
-    def user_session(self, *, claims: Claims) -> AbstractContextManager[Session]:
-        """Runs as `authenticated` with `claims` (must carry `sub`): RLS applies."""
-        return self._session(self.api_engine, identity_for(claims))
+    def user_session(
+        self, *, claims: Claims, verify_user: bool = False
+    ) -> AbstractContextManager[Session]:
+        """Runs as `authenticated` with `claims` (must carry `sub`): RLS applies. With
+        `verify_user` (request-serving apps), a `sub` not in auth.users is UnknownUserError
+        at the first statement — checked in the same round trip that sets the role."""
+        return self._session(self.api_engine, identity_for(claims), verify_user=verify_user)
 
     def anon_session(self) -> AbstractContextManager[Session]:
         """Runs as `anon`, the role of a request without a user token."""
@@ -182,11 +198,11 @@ class Database:
 
     @asynccontextmanager
     async def _async_session(
-        self, engine: AsyncEngine, identity: tuple[str, str] | None
+        self, engine: AsyncEngine, identity: tuple[str, str] | None, *, verify_user: bool = False
     ) -> AsyncIterator[AsyncSession]:
         session = AsyncSession(engine, expire_on_commit=False)
         if identity is not None:
-            _impersonate_on_begin(session.sync_session, identity)
+            _impersonate_on_begin(session.sync_session, identity, verify_user=verify_user)
         try:
             yield session
             await session.commit()
@@ -201,8 +217,12 @@ class Database:
     def async_service_session(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self._async_session(self.async_engine, None)
 
-    def async_user_session(self, *, claims: Claims) -> AbstractAsyncContextManager[AsyncSession]:
-        return self._async_session(self.async_api_engine, identity_for(claims))
+    def async_user_session(
+        self, *, claims: Claims, verify_user: bool = False
+    ) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._async_session(
+            self.async_api_engine, identity_for(claims), verify_user=verify_user
+        )
 
     def async_anon_session(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self._async_session(self.async_api_engine, identity_for({"role": "anon"}))
@@ -252,15 +272,23 @@ _HEALTH_SQL = text(
 )
 
 
-def impersonate(connection: Connection, identity: tuple[str, str]) -> None:
-    """Make the rest of the connection's transaction run as `identity` (role + claims)."""
+def impersonate(
+    connection: Connection, identity: tuple[str, str], *, verify_user: bool = False
+) -> None:
+    """Make the rest of the connection's transaction run as `identity` (role + claims). With
+    `verify_user`, UnknownUserError when the claims name a user that is not in auth.users."""
     role, claims_json = identity
-    connection.execute(_IMPERSONATE, {"role": role, "claims": claims_json})
+    statement = _IMPERSONATE_KNOWN if verify_user else _IMPERSONATE
+    known = connection.execute(statement, {"role": role, "claims": claims_json}).one().known
+    if not known:
+        raise UnknownUserError()
 
 
-def _impersonate_on_begin(session: Session, identity: tuple[str, str]) -> None:
+def _impersonate_on_begin(
+    session: Session, identity: tuple[str, str], *, verify_user: bool = False
+) -> None:
     def _after_begin(_session: Session, _transaction: object, connection: Connection) -> None:
-        impersonate(connection, identity)
+        impersonate(connection, identity, verify_user=verify_user)
 
     event.listen(session, "after_begin", _after_begin)
 

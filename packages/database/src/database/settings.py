@@ -6,6 +6,8 @@ turned into SQLAlchemy `URL` objects, whose `repr` hides the password, when an e
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +21,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -92,6 +94,24 @@ def _repo_root() -> Path:
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$"
+)
+
+
+def _host_or_network(value: str) -> str:
+    """A host name (lower-cased) or an IP address / CIDR range (normalised)."""
+    value = value.strip().lower()
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(value):
+        raise ValueError(
+            f"WEBHOOK_ALLOWED_HOSTS: {value!r} is neither a host name nor a CIDR range"
+        )
+    return value.rstrip(".")
+
 
 class Settings(BaseSettings):
     """Read from environment variables (upper-case names) and a `.env` file in the working dir."""
@@ -125,14 +145,46 @@ class Settings(BaseSettings):
     db_max_overflow: Annotated[int, Field(ge=0)] = 10
     db_pool_timeout: Annotated[float, Field(gt=0)] = 30.0
     db_pool_recycle: PositiveInt = 1800
-    db_pool_pre_ping: bool = True
-    # Milliseconds; 0 turns the limit off. Migrations always run without one.
+    # A round trip per checkout; off by default: a closed connection is found on its socket.
+    db_pool_pre_ping: bool = False
+    # Milliseconds; 0 turns the limit off. App connections only: migrations have their own.
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Migrations (Purpose.MIGRATE): how long one statement may wait for a lock before it gives
+    # up (then the revision is retried, up to DB_MIGRATION_LOCK_RETRIES times), and how long
+    # one statement may run (0 = no limit). Short lock waits keep a DDL statement from queueing
+    # every other query on a busy table behind it.
+    db_migration_lock_timeout_ms: Annotated[int, Field(ge=0)] = 5_000
+    db_migration_statement_timeout_ms: Annotated[int, Field(ge=0)] = 900_000
+    db_migration_lock_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    db_migration_retry_delay_ms: Annotated[int, Field(ge=0)] = 1_000
     db_application_name: Annotated[str, Field(min_length=1, max_length=63)] = "crypto-intel"
+
+    # Keys keyset cursors' signatures (HMAC-SHA256), so a client cannot forge or alter one.
+    # Unset: a random key per process — fine for one process, but every process behind one
+    # load balancer (uvicorn --workers N, several hosts) must share a key, or a cursor issued by
+    # one is refused by another.
+    cursor_signing_key: SecretStr | None = None
+
+    # Webhook targets exempt from the public-address rule: host names or IP / CIDR ranges,
+    # comma-separated (`localhost,10.1.0.0/16`). For local development and tests only; empty
+    # (the default) means every target must resolve to public addresses only.
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     local_db_dir: Path = Field(default_factory=lambda: _repo_root() / ".local-db")
     # Port of the embedded server, kept across restarts (another one only if this is taken).
     local_db_port: Annotated[int, Field(gt=0, lt=65536)] = 54329
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [_host_or_network(v) for v in value]
 
     @field_validator("database_ssl_root_cert")
     @classmethod
@@ -149,6 +201,7 @@ class Settings(BaseSettings):
         "supabase_anon_key",
         "supabase_service_role_key",
         "supabase_jwt_secret",
+        "cursor_signing_key",
         mode="before",
     )
     @classmethod

@@ -1,8 +1,9 @@
 """`create_service_app`: the parts every HTTP app on the database has, assembled once.
 
 State (`app.state.database`, `app.state.verifier`), a lifespan that disposes the engines, a
-request-body limit counted as the body streams (a chunked body cannot slip past it), the
-error → HTTP mapping and `GET /health`. Each app adds its own routes.
+request-body limit counted as the body streams (a chunked body cannot slip past it), NUL
+characters refused in every path, query and body, the error → HTTP mapping and `GET /health`.
+Each app adds its own routes.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from database.sessions import Database
-from service_kit.errors import BodyTooLargeError, install_error_handlers
+from service_kit.errors import install_error_handlers
 from service_kit.health import router as health_router
+from service_kit.params import refuse_nul
 from service_kit.tokens import TokenVerifier
 
 
@@ -36,20 +38,28 @@ class BodyLimit:
             await _reject(send, self.limit)
             return
         seen = 0
+        rejected = False
 
+        # Past the limit the 413 is sent from here and the app is told the client went away:
+        # raising instead would reach FastAPI's body parser, which turns any error into a 400.
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise BodyTooLargeError(self.limit)
+                    rejected = True
+                    await _reject(send, self.limit)
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except BodyTooLargeError:
-            await _reject(send, self.limit)
+        async def guarded(message: Message) -> None:
+            if not rejected:  # the app's own answer, after the 413, goes nowhere
+                await send(message)
+
+        await self.app(scope, counted, guarded)
 
 
 async def _reject(send: Send, limit: int) -> None:
@@ -80,7 +90,13 @@ def create_service_app(
         yield
         await app.state.database.adispose()
 
-    app = FastAPI(title=title, version=version, lifespan=lifespan, **fastapi_options)
+    app = FastAPI(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_nul)],
+        **fastapi_options,
+    )
     app.state.database = database or Database()
     app.state.verifier = verifier
     app.add_middleware(BodyLimit, limit=max_body_bytes)

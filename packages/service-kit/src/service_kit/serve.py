@@ -15,9 +15,21 @@ def add_serve_command(cli: typer.Typer, *, factory: str, port: int, summary: str
     def serve(
         host: str = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535)] = port,
-        workers: Annotated[int, typer.Option(min=1, max=64, help="processes")] = 1,
+        workers: Annotated[
+            int, typer.Option(min=1, max=64, help="processes (one per core serves the most)")
+        ] = 1,
+        access_log: Annotated[
+            bool, typer.Option(help="a line per request (off behind a proxy that logs)")
+        ] = True,
     ) -> None:
         import uvicorn
 
         # Every worker process builds its own app, and so its own connection pools.
-        uvicorn.run(factory, factory=True, host=host, port=port, workers=workers)
+        uvicorn.run(
+            factory,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+        )

@@ -1,7 +1,8 @@
 """The caller's database session as a FastAPI dependency.
 
 A request with `Authorization: Bearer <Supabase access token>` runs in a user session with the
-token's claims; one without runs as `anon` (where the endpoint allows it). Either way the
+token's claims; one without runs as `anon` (where the endpoint allows it). A token whose user
+is not in auth.users is a 401, found in the same round trip that sets the role. Either way the
 database's grants and policies decide what the caller sees, exactly as for Supabase's Data API.
 """
 
@@ -46,7 +47,7 @@ async def caller_session(
             yield session
         return
     claims = await verified_claims(request, authorization)
-    async with database.async_user_session(claims=claims) as session:
+    async with database.async_user_session(claims=claims, verify_user=True) as session:
         yield session
 
 
@@ -58,12 +59,15 @@ async def user_session(
         raise InvalidTokenError("missing Authorization: Bearer <access token>")
     claims = await verified_claims(request, authorization)
     database: Database = request.app.state.database
-    async with database.async_user_session(claims=claims) as session:
+    async with database.async_user_session(claims=claims, verify_user=True) as session:
         yield session
 
 
-CallerSession = Annotated[AsyncSession, Depends(caller_session)]
-UserSession = Annotated[AsyncSession, Depends(user_session)]
+# scope="function": the session commits when the handler returns, before the response is sent.
+# FastAPI's default ("request") commits after the response is out: a client could read before
+# its own write was committed, and a failed commit would follow a 2xx already sent.
+CallerSession = Annotated[AsyncSession, Depends(caller_session, scope="function")]
+UserSession = Annotated[AsyncSession, Depends(user_session, scope="function")]
 
 
 def current_user_id(request: Request) -> uuid.UUID:

@@ -104,10 +104,8 @@ class TokenVerifier:
             raise InvalidTokenError(f"token has no {exc.claim!r} claim") from None
         except jwt.PyJWTError:
             raise InvalidTokenError("token signature is not valid") from None
-        try:
-            uuid.UUID(str(claims["sub"]))
-        except ValueError:
-            raise InvalidTokenError("token subject is not a user id") from None
+        if not _canonical_uuid(claims["sub"]):
+            raise InvalidTokenError("token subject is not a user id (lower-case UUID)")
         claims.setdefault("role", "authenticated")
         if claims["role"] != "authenticated":
             raise InvalidTokenError("token is not a signed-in user's")
@@ -139,6 +137,18 @@ class TokenVerifier:
         except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
             raise InvalidTokenError(f"signing keys could not be fetched ({exc})") from None
         self._keys = {k.key_id: k.key for k in keys if k.key_id}
+
+
+def _canonical_uuid(value: object) -> bool:
+    """Supabase Auth writes user ids as lower-case hyphenated UUIDs; any other spelling (upper
+    case, braces, no hyphens, a URN) is not one it issued, and would not match `auth.uid()`
+    text comparisons either."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def sign_token(

@@ -99,8 +99,14 @@ def compare_access_and_views(
         first += [
             ExecuteManyOp(f.subject, list(f.upgrade), list(f.downgrade), f.problem)
             for f in findings
+            if not f.after_tables
         ]
         upgrade_ops.ops[0:0] = first
+        upgrade_ops.ops.extend(
+            ExecuteManyOp(f.subject, list(f.upgrade), list(f.downgrade), f.problem)
+            for f in findings
+            if f.after_tables
+        )
         later = [pair for f in findings for pair in f.validate]
         if later:
             upgrade_ops.ops.append(ValidateOp(later))

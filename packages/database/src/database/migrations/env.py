@@ -2,7 +2,9 @@
 
 The URL comes from `alembic_config(url=…)` (tests, the CLI), else from the package settings
 (DATABASE_URL, or the embedded server `database up` started). Migrations need a direct or
-session connection: the transaction pooler (port 6543) is refused.
+session connection: the transaction pooler (port 6543) is refused. The connection carries the
+migration lock and statement timeouts (`database.connect`, Purpose.MIGRATE); the offline SQL
+sets the same ones, so `make migrate-sql` run through psql behaves alike.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from sqlalchemy.engine import URL
 import database.migrations.autogen
 import database.schema  # noqa: F401 - registers every table on the metadata
 from database.connect import Purpose, create_engine_for, require_session_connection
+from database.migrations.locks import BlockerWatch
+from database.migrations.rewrite import safe_forms
 from database.schema.base import MANAGED_SCHEMAS, VERSION_TABLE_SCHEMA, metadata
-from database.settings import get_settings
+from database.settings import Settings, get_settings
 
 config = context.config
 
@@ -25,9 +29,14 @@ config = context.config
 _MIGRATION_LOCK_KEY = 7_245_100_914
 
 
+def _settings() -> Settings:
+    settings: Settings | None = config.attributes.get("settings")
+    return settings or get_settings()
+
+
 def _url() -> URL:
     url: URL | None = config.attributes.get("url")
-    return require_session_connection(url or get_settings().resolved_url())
+    return require_session_connection(url or _settings().resolved_url())
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -43,7 +52,10 @@ def include_object(
     # views, policies and grants are compared by database.migrations.autogen instead.
     if type_ == "table":
         return obj.schema in MANAGED_SCHEMAS and not obj.info.get("view")
-    return True
+    # A generated column present on both sides is left out: Alembic cannot compare its
+    # expression, and its server-default comparison breaks on one (1.20); column_drift checks
+    # its type.
+    return not (type_ == "column" and compare_to is not None and obj.computed is not None)
 
 
 def compare_server_default(
@@ -72,10 +84,14 @@ _OPTIONS: dict[str, Any] = {
     "compare_server_default": compare_server_default,
     # One transaction per revision: a failing revision leaves the previous one applied.
     "transaction_per_migration": True,
+    # `make revision`: an index, CHECK or foreign key on a table that exists already is
+    # written in its safe form (database.migrations.safe).
+    "process_revision_directives": safe_forms,
 }
 
 
 def run_migrations_offline() -> None:
+    settings = _settings()
     context.configure(
         url=_url().render_as_string(hide_password=True),
         literal_binds=True,
@@ -83,24 +99,35 @@ def run_migrations_offline() -> None:
         **_OPTIONS,
     )
     with context.begin_transaction():
+        context.execute(f"set lock_timeout = {settings.db_migration_lock_timeout_ms}")
+        context.execute(f"set statement_timeout = {settings.db_migration_statement_timeout_ms}")
         context.execute(f"create schema if not exists {VERSION_TABLE_SCHEMA}")
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
     url = _url()
-    engine = create_engine_for(url, purpose=Purpose.MIGRATE)
+    settings = _settings()
+    engine = create_engine_for(url, purpose=Purpose.MIGRATE, settings=settings)
     try:
         with engine.connect() as connection:
+            # Another `migrate` run may hold the advisory lock for long: wait for it, since
+            # lock_timeout is meant for DDL on busy tables, not for this queue.
+            connection.execute(text("set local lock_timeout = 0"))
             connection.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
             connection.execute(text(f"create schema if not exists {VERSION_TABLE_SCHEMA}"))
+            pid = connection.execute(text("select pg_backend_pid()")).scalar_one()
             connection.commit()
+            watch = BlockerWatch(url, pid=pid, settings=settings)
+            config.attributes["lock_watch"] = watch
             try:
-                context.configure(connection=connection, **_OPTIONS)
-                with context.begin_transaction():
-                    context.run_migrations()
-                connection.commit()
+                with watch:
+                    context.configure(connection=connection, **_OPTIONS)
+                    with context.begin_transaction():
+                        context.run_migrations()
+                    connection.commit()
             finally:
+                connection.rollback()
                 connection.execute(
                     text("select pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY}
                 )

@@ -17,6 +17,10 @@ down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
+# Migration safety declarations (database.migrations.declarations), each with its reason:
+# squawk_ignore: dict[str, str] = {"<squawk rule>": "<why it is safe here>"}
+# exclusive_lock_ok: dict[str, str] = {"<table>": "<why a long lock on it is acceptable>"}
+
 
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}

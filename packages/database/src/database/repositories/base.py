@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.ddl import QUOTA_SQLSTATE
@@ -77,6 +78,19 @@ class Repository(Generic[RowT]):
                 return getattr(cls.model, attr.key)
         raise InvalidInputError(field=name, rule=f"is not a column of {table.name}")
 
+    @classmethod
+    def listing(cls, newest_first: bool) -> str:
+        """What a cursor of `list` is bound to: table, sort columns, direction."""
+        direction = "desc" if newest_first else "asc"
+        return f"{cls.model.__tablename__}:{','.join(cls.sort)}:{direction}"
+
+    @classmethod
+    def row_columns(cls) -> list[sa.Label[Any]]:
+        """The table's columns labelled with the model's attribute names: `select(*…)` gives
+        rows whose attributes read like the model's (no ORM objects built, which is most of
+        what a page costs)."""
+        return list(_row_columns(cls.model))
+
     def get(self, *, id: Any) -> RowT | None:
         # Always ask the database: RLS, not the session's identity map, decides visibility.
         return self.session.get(self.model, id, populate_existing=True)  # type: ignore[return-value]
@@ -89,29 +103,32 @@ class Repository(Generic[RowT]):
         limit: int = 50,
         cursor: str | None = None,
         newest_first: bool = True,
-    ) -> Page[RowT]:
-        """One page, in `sort` order. Pass the returned `next_cursor` to get the next page."""
+    ) -> Page[Any]:
+        """One page of rows (attributes named like the model's), in `sort` order. Pass the
+        returned `next_cursor` to get the next page."""
         check_limit(limit)
         keys = [self.column(name) for name in self.sort]
         conditions = [*where]
         conditions += [self.column(k) == v for k, v in (filters or {}).items()]
         if cursor is not None:
-            values = decode_cursor(cursor, width=len(keys))
+            values = decode_cursor(cursor, width=len(keys), listing=self.listing(newest_first))
             after = sa.tuple_(*(sa.literal(v, k.type) for v, k in zip(values, keys, strict=True)))
             conditions.append(
                 sa.tuple_(*keys) < after if newest_first else sa.tuple_(*keys) > after
             )
         statement = (
-            select(self.model)
+            sa.select(*self.row_columns())
             .where(*conditions)
             .order_by(*(k.desc() if newest_first else k.asc() for k in keys))
             .limit(limit + 1)
         )
-        rows: list[RowT] = list(self.session.exec(statement).all())  # type: ignore[arg-type]
+        rows = list(self.session.execute(statement).all())
         if len(rows) <= limit:
             return Page.model_construct(data=rows, next_cursor=None)
         last = rows[limit - 1]
-        next_cursor = encode_cursor([getattr(last, k.key) for k in keys])
+        next_cursor = encode_cursor(
+            [getattr(last, k.key) for k in keys], listing=self.listing(newest_first)
+        )
         return Page.model_construct(data=rows[:limit], next_cursor=next_cursor)
 
     def create(self, /, *, data: BaseModel | Mapping[str, Any], **extra: Any) -> RowT:
@@ -160,6 +177,11 @@ class Repository(Generic[RowT]):
         with refused_writes():
             result = self.session.execute(sa.delete(self.model).where(pk == id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _row_columns(model: type[SQLModel]) -> tuple[sa.Label[Any], ...]:
+    return tuple(attr.columns[0].label(attr.key) for attr in sa.inspect(model).column_attrs)
 
 
 class AsyncRepository(Generic[RepoT]):

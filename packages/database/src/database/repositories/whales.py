@@ -8,7 +8,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
-from sqlmodel import select
 
 from database.errors import invalid_input
 from database.repositories.base import Repository, check_limit, validate
@@ -23,15 +22,16 @@ class WhaleTransactionRepository(Repository[WhaleTransaction]):
     model = WhaleTransaction
     sort = ("block_timestamp", "id")  # newest block first; id breaks ties
 
-    def get_by_hash(self, *, hash: str) -> WhaleTransaction | None:
+    def get_by_hash(self, *, hash: str) -> Any:
+        """The transaction (a row with the model's attributes), or None."""
         try:
             normalized = _HASH_ADAPTER.validate_python(hash)
         except ValidationError as exc:
             error = invalid_input(exc)
             error.field = "hash"
             raise error from None
-        statement = select(WhaleTransaction).where(WhaleTransaction.hash == normalized)
-        return self.session.exec(statement).one_or_none()
+        statement = sa.select(*self.row_columns()).where(self.column("hash") == normalized)
+        return self.session.execute(statement).one_or_none()
 
     def search(
         self,
@@ -62,18 +62,19 @@ class WhaleTransactionRepository(Repository[WhaleTransaction]):
 
     def top_by_score(
         self, *, limit: int = 10, since: datetime | None = None, until: datetime | None = None
-    ) -> list[WhaleTransaction]:
+    ) -> list[Any]:
+        """The highest scores first (rows with the model's attributes)."""
         check_limit(limit)
         f: Any = validate(WhaleTransactionFilters, {"since": since, "until": until})
         t = WhaleTransaction
-        statement = select(t)
+        statement = sa.select(*self.row_columns())
         if f.since is not None:
             statement = statement.where(t.block_timestamp >= f.since)
         if f.until is not None:
             statement = statement.where(t.block_timestamp < f.until)
         by_score = sa.desc(t.__table__.c.whale_score), sa.desc(t.__table__.c.block_timestamp)  # type: ignore[attr-defined]
         statement = statement.order_by(*by_score).limit(limit)
-        return list(self.session.exec(statement).all())
+        return list(self.session.execute(statement).all())
 
     def daily_stats(
         self, *, filters: WhaleTransactionFilters | Mapping[str, Any] | None = None

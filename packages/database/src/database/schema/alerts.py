@@ -68,12 +68,13 @@ DocUsd = Annotated[Decimal, DocDecimal, PydanticField(ge=0, le=10**15, decimal_p
 DocScore = Annotated[Decimal, DocDecimal, PydanticField(ge=0, le=1, decimal_places=4)]
 DocPrice = Annotated[Decimal, DocDecimal, PydanticField(gt=0, le=10**20, decimal_places=18)]
 
-#: A public HTTPS endpoint by name: no user, no IP literal (the last label starts with a letter),
-#: a port at most; where the name points is checked again when a delivery is made.
+#: An HTTPS endpoint by host name: no user, no IP literal (the last label starts with a letter),
+#: a port at most. Where the name points (public or not) is the apps' to check, when a rule is
+#: saved and again at every delivery: DNS can change, and development may allow local hosts.
 WEBHOOK_URL_PATTERN = describe_pattern(
-    r"^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?"
+    r"^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?"
     r"(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$",
-    "must be an https:// URL on a public host name (lower-case, no user, no IP address)",
+    "must be an https:// URL on a host name (lower-case, no user, no IP address)",
 )
 WebhookUrl = Annotated[StrictStr, Text(max_length=2048, pattern=WEBHOOK_URL_PATTERN)]
 

@@ -5,6 +5,7 @@ stable from the first revision and a downgrade can name exactly what it drops.
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -50,8 +51,25 @@ auth_users = sa.Table(
 class AccessClass(StrEnum):
     PUBLIC_DATA = "public_data"
     USER_OWNED = "user_owned"
+    #: The owner submits rows (the Create schema's columns), reads own rows and may file one
+    #: declared request on them (an OwnerRequest); the service writes everything else.
+    USER_SUBMITTED = "user_submitted"
     USER_READABLE = "user_readable"
     INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class OwnerRequest:
+    """What the owner of a user-submitted row may ask of it after submitting: set `column` (a
+    timestamp) once, on own rows where `when` (SQL over the row) holds. The database writes
+    now() into it, whatever the client sent; the service acts on the request."""
+
+    column: str
+    when: str
+
+
+_OWNED = (AccessClass.USER_OWNED, AccessClass.USER_SUBMITTED, AccessClass.USER_READABLE)
+_WRITTEN_BY_USERS = (AccessClass.USER_OWNED, AccessClass.USER_SUBMITTED)
 
 
 def access_info(
@@ -59,17 +77,37 @@ def access_info(
     *,
     owner: str | None = None,
     quota: int | None = None,
+    quota_where: str | None = None,
     noun: tuple[str, str] = ("row", "rows"),
+    request: OwnerRequest | None = None,
 ) -> dict[str, Any]:
     """`__table_args__` entry declaring a table's access class, owner column and, for tables
-    users write, how many rows one owner may have (`quota`, counted by the database; `noun`,
-    singular and plural, names them in the error: "rule limit reached: at most 100 rules")."""
-    needs_owner = access in (AccessClass.USER_OWNED, AccessClass.USER_READABLE)
+    users write, how many rows one owner may have (`quota`, counted by the database, over the
+    rows `quota_where` selects when given, e.g. open orders only; `noun`, singular and plural,
+    names them in the error: "rule limit reached: at most 100 rules"). User-submitted tables
+    declare the `request` their owners may file."""
+    needs_owner = access in _OWNED
     if needs_owner != (owner is not None):
         raise ValueError(f"{access} tables {'need' if needs_owner else 'take no'} owner column")
-    if quota is not None and access is not AccessClass.USER_OWNED:
-        raise ValueError("only user-owned tables take a quota")
-    return {"info": {"access": access.value, "owner": owner, "quota": quota, "quota_noun": noun}}
+    if quota is not None and access not in _WRITTEN_BY_USERS:
+        raise ValueError("only tables users write take a quota")
+    if quota_where is not None and quota is None:
+        raise ValueError("quota_where narrows a quota: declare the quota")
+    if (request is not None) != (access is AccessClass.USER_SUBMITTED):
+        raise ValueError("user-submitted tables, and only they, declare an owner request")
+    return {
+        "info": {
+            "access": access.value,
+            "owner": owner,
+            "quota": quota,
+            "quota_where": quota_where,
+            "quota_noun": noun,
+            # Plain data (a revision renders table info): access.declared() rebuilds it.
+            "request": None
+            if request is None
+            else {"column": request.column, "when": request.when},
+        }
+    }
 
 
 # -- column helpers shared by the domain modules ----------------------------------------------

@@ -1,4 +1,4 @@
-"""DEX reference data (GeckoTerminal-style): exchanges, tokens, pools. Public data."""
+"""DEX data (GeckoTerminal-style): exchanges, tokens, pools and the swaps in them. Public data."""
 
 import uuid
 from datetime import datetime
@@ -6,13 +6,14 @@ from decimal import Decimal
 from typing import Annotated, Any, Self
 
 import sqlalchemy as sa
-from pydantic import BeforeValidator, model_validator
+from pydantic import AwareDatetime, BeforeValidator, model_validator
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from database.errors import describe_pattern
 from database.schema.base import (
     AccessClass,
+    CreatedAtMixin,
     IdMixin,
     Page,
     TimestampsMixin,
@@ -20,11 +21,22 @@ from database.schema.base import (
     check,
     unset,
 )
-from database.schema.rules import SmallInt, Text
-from database.schema.types import Name, Symbol
+from database.schema.rules import Int, SmallInt, Text
+from database.schema.types import (
+    PRICE_DIGITS,
+    PRICE_SCALE,
+    Name,
+    NonNegativeBigInt,
+    PlainDigits,
+    Price,
+    Size,
+    Symbol,
+    TradeSide,
+    UsdAmount,
+)
 
 #: USD reserves to the cent.
-Reserve = Annotated[Decimal, PydanticField(ge=0, max_digits=30, decimal_places=2)]
+Reserve = Annotated[Decimal, PydanticField(ge=0, max_digits=30, decimal_places=2), PlainDigits]
 
 _TEXT: Any = sa.Text
 
@@ -50,6 +62,21 @@ ChainAddress = Annotated[
     Text(min_length=1, max_length=128, pattern=CHAIN_ADDRESS_PATTERN),
 ]
 _EVM_LOWER = "address !~ '^0[xX]' or address = lower(address)"
+
+
+def _evm_lower(column: str) -> str:
+    return f"{column} !~ '^0[xX]' or {column} = lower({column})"
+
+
+TX_HASH_PATTERN = describe_pattern(
+    "^[A-Za-z0-9]+$", "must be letters and digits (a transaction hash or signature)"
+)
+#: A transaction on any network: EVM hex (lower-cased) or a base58 signature (case kept).
+ChainTxHash = Annotated[
+    str,
+    BeforeValidator(_chain_address),
+    Text(min_length=1, max_length=128, pattern=TX_HASH_PATTERN),
+]
 DexId = Annotated[str, Text(min_length=1, max_length=64, pattern=DEX_ID_PATTERN)]
 DexName = Annotated[str, Text(min_length=1, max_length=100)]
 TokenName = Annotated[str, Text(min_length=1, max_length=200)]
@@ -171,4 +198,58 @@ class PoolPublic(PoolBase):
 
 
 class PoolsPublic(Page[PoolPublic]):
+    pass
+
+
+# -- dex_trades ------------------------------------------------------------------------------
+
+LogIndex = Annotated[int, Int(ge=0)]
+
+
+class DexTradeBase(SQLModel):
+    network: Name = Field(sa_type=_TEXT)
+    pool_id: uuid.UUID = Field(foreign_key="pools.id", ondelete="CASCADE")
+    tx_hash: ChainTxHash = Field(sa_type=_TEXT)
+    # The swap's position in its transaction: one transaction may swap several times.
+    log_index: LogIndex
+    block_number: NonNegativeBigInt = Field(sa_type=sa.BigInteger)
+    block_timestamp: AwareDatetime = Field(sa_type=sa.DateTime(timezone=True))
+    # The taker buys or sells the pool's base token.
+    side: TradeSide = Field(sa_type=_TEXT)
+    base_amount: Size = Field(sa_type=sa.Numeric(30, 18))
+    quote_amount: Size = Field(sa_type=sa.Numeric(30, 18))
+    price_usd: Price | None = Field(default=None, sa_type=sa.Numeric(PRICE_DIGITS, PRICE_SCALE))
+    volume_usd: UsdAmount | None = Field(default=None, sa_type=sa.Numeric(20, 2))
+    trader_address: ChainAddress | None = Field(default=None, sa_type=_TEXT)
+
+
+# Swaps, written in bulk by collectors (natural key: network, tx_hash, log_index); read by all.
+class DexTrade(CreatedAtMixin, DexTradeBase, IdMixin, table=True):
+    __tablename__ = "dex_trades"
+    __table_args__ = (
+        sa.UniqueConstraint("network", "tx_hash", "log_index"),
+        # A pool's trades in time order: keyset pages and OHLCV bars built from them.
+        sa.Index("ix_dex_trades_pool_id_block_timestamp_id", "pool_id", "block_timestamp", "id"),
+        check(_evm_lower("tx_hash"), "tx_hash_evm_lowercase"),
+        check(_evm_lower("trader_address"), "trader_address_evm_lowercase"),
+        access_info(AccessClass.PUBLIC_DATA),
+    )
+
+
+class DexTradeCreate(DexTradeBase):
+    pass
+
+
+class DexTradeUpdate(SQLModel):
+    price_usd: Price | None = unset()
+    volume_usd: UsdAmount | None = unset()
+    trader_address: ChainAddress | None = unset()
+
+
+class DexTradePublic(DexTradeBase):
+    id: uuid.UUID
+    created_at: datetime
+
+
+class DexTradesPublic(Page[DexTradePublic]):
     pass

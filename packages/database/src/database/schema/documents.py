@@ -32,7 +32,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, core_schema
 
 from database.errors import describe_pattern
-from database.schema.rules import NO_NUL, FieldRules
+from database.schema.rules import NO_NUL, FieldRules, flatten
 
 # -- decimals as JSON carries them ---------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class _Renderer:
             return _case(f"jsonb_typeof({v}) = 'number'", " and ".join(checks))
         if annotation is Decimal:
             places = next(
-                (getattr(m, "decimal_places", None) for m in metadata
+                (getattr(m, "decimal_places", None) for m in flatten(metadata)
                  if getattr(m, "decimal_places", None) is not None),
                 None,
             )  # fmt: skip

@@ -22,6 +22,7 @@ from database.schema.base import (
     unset,
 )
 from database.schema.rules import Text
+from database.schema.streams import StreamMixin, stream_index
 from database.schema.types import (
     PRICE_DIGITS,
     PRICE_SCALE,
@@ -83,9 +84,10 @@ class MarketDataBase(SQLModel):
 
 
 # Quotes are written by collectors (service) and read by everyone.
-class MarketData(CreatedAtMixin, MarketDataBase, IdMixin, table=True):
+class MarketData(CreatedAtMixin, MarketDataBase, IdMixin, StreamMixin, table=True):
     __tablename__ = "market_data"
     __table_args__ = (
+        stream_index("market_data"),  # alert sources: read in commit order
         sa.UniqueConstraint("exchange", "symbol", "observed_at"),
         # "Latest quote for a symbol" across exchanges walks this index backwards.
         sa.Index("ix_market_data_symbol_observed_at", "symbol", "observed_at"),
@@ -200,9 +202,10 @@ class LiquidityZoneBase(SQLModel):
     strength: Score | None = Field(default=None, sa_type=SCORE_SQL_TYPE)
 
 
-class LiquidityZone(TimestampsMixin, LiquidityZoneBase, IdMixin, table=True):
+class LiquidityZone(TimestampsMixin, LiquidityZoneBase, IdMixin, StreamMixin, table=True):
     __tablename__ = "liquidity_zones"
     __table_args__ = (
+        stream_index("liquidity_zones"),  # alert sources: read in commit order
         # Natural key, leading with (exchange, symbol, price_level): serves price-range reads.
         sa.UniqueConstraint("exchange", "symbol", "price_level", "side"),
         access_info(AccessClass.PUBLIC_DATA),
@@ -248,9 +251,10 @@ class SmcPatternBase(SQLModel):
 _PATTERN_METADATA_MAX_BYTES = 16_384
 
 
-class SmcPattern(TimestampsMixin, SmcPatternBase, IdMixin, table=True):
+class SmcPattern(TimestampsMixin, SmcPatternBase, IdMixin, StreamMixin, table=True):
     __tablename__ = "smc_patterns"
     __table_args__ = (
+        stream_index("smc_patterns"),  # alert sources: read in commit order
         sa.Index("ix_smc_patterns_exchange_symbol_status", "exchange", "symbol", "status"),
         sa.Index("ix_smc_patterns_pattern_type", "pattern_type"),
         sa.Index("ix_smc_patterns_price_level", "price_level"),

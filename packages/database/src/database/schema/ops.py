@@ -22,6 +22,7 @@ from database.schema.base import (
     utc_now,
 )
 from database.schema.rules import Text
+from database.schema.streams import Snapshot, XactId
 from database.schema.types import NonNegativeBigInt
 
 _TEXT: Any = sa.Text
@@ -168,16 +169,22 @@ CursorName = Annotated[str, Text(pattern=CURSOR_NAME_PATTERN)]
 
 
 class EvaluatorCursorBase(SQLModel):
-    # Where a consumer of a stream has got to: the last (created_at, id) it has handled.
+    # Where a consumer of a stream has got to (database.schema.streams): every row whose
+    # transaction is visible in `done_snapshot` is handled (null: none yet). A window being
+    # worked through in batches is `window_snapshot`, with the last row handled in it
+    # (`after_xact_id`, `after_id`, in (xact_id, id) order).
     name: CursorName = Field(primary_key=True, sa_type=_TEXT)
-    last_created_at: AwareDatetime | None = Field(default=None, sa_type=_TS)
-    last_id: uuid.UUID | None = None
+    done_snapshot: str | None = Field(default=None, sa_type=Snapshot())
+    window_snapshot: str | None = Field(default=None, sa_type=Snapshot())
+    after_xact_id: int | None = Field(default=None, sa_type=XactId())
+    after_id: uuid.UUID | None = None
 
 
 class EvaluatorCursor(EvaluatorCursorBase, table=True):
     __tablename__ = "evaluator_cursors"
     __table_args__ = (
-        check("(last_created_at is null) = (last_id is null)", "position_complete"),
+        check("(after_xact_id is null) = (after_id is null)", "position_complete"),
+        check("after_id is null or window_snapshot is not null", "position_in_window"),
         access_info(AccessClass.INTERNAL),
     )
 
@@ -191,8 +198,10 @@ class EvaluatorCursor(EvaluatorCursorBase, table=True):
 class EvaluatorCursorCreate(EvaluatorCursorBase):
     @model_validator(mode="after")
     def _position_complete(self) -> Self:
-        if (self.last_created_at is None) != (self.last_id is None):
-            raise ValueError("last_created_at and last_id go together")
+        if (self.after_xact_id is None) != (self.after_id is None):
+            raise ValueError("after_xact_id and after_id go together")
+        if self.after_id is not None and self.window_snapshot is None:
+            raise ValueError("a position needs its window_snapshot")
         return self
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from database.schema import alerts, dex, market, ops, users, whales
+from database.schema import alerts, dex, llm, market, ops, research, trading, users, whales
 from database.schema.rules import apply_rules
 
 
@@ -82,6 +82,53 @@ SCHEMAS: dict[str, TableSchemas] = {
             ops.CollectionRunUpdate,
             ops.CollectionRunPublic,
         ),
+        TableSchemas(dex.DexTrade, dex.DexTradeCreate, dex.DexTradeUpdate, dex.DexTradePublic),
+        TableSchemas(
+            research.Article,
+            research.ArticleCreate,
+            research.ArticleUpdate,
+            research.ArticlePublic,
+        ),
+        TableSchemas(
+            research.SentimentScore,
+            research.SentimentScoreCreate,
+            research.SentimentScoreUpdate,
+            research.SentimentScorePublic,
+        ),
+        TableSchemas(
+            research.MarketEvent,
+            research.MarketEventCreate,
+            research.MarketEventUpdate,
+            research.MarketEventPublic,
+        ),
+        TableSchemas(
+            research.TradingSignal,
+            research.TradingSignalCreate,
+            research.TradingSignalUpdate,
+            research.TradingSignalPublic,
+        ),
+        TableSchemas(trading.Order, trading.OrderCreate, trading.OrderUpdate, trading.OrderPublic),
+        TableSchemas(trading.OrderFill, trading.OrderFillCreate, None, trading.OrderFillPublic),
+        TableSchemas(trading.Trade, trading.TradeCreate, trading.TradeUpdate, trading.TradePublic),
+        TableSchemas(
+            trading.Position,
+            trading.PositionCreate,
+            trading.PositionUpdate,
+            trading.PositionPublic,
+        ),
+        TableSchemas(
+            trading.DailyPerformance,
+            trading.DailyPerformanceCreate,
+            None,
+            trading.DailyPerformancePublic,
+        ),
+        TableSchemas(
+            trading.BacktestResult,
+            trading.BacktestResultCreate,
+            trading.BacktestResultUpdate,
+            trading.BacktestResultPublic,
+        ),
+        TableSchemas(llm.LlmAnalysisLog, llm.LlmAnalysisLogCreate, None, llm.LlmAnalysisLogPublic),
     )
 }
 

@@ -17,6 +17,10 @@ same metadata is read back here and rendered to the table's CHECK constraints, n
     trimmed      strip_whitespace without a pattern     col = btrim(col)
     valid        a StrEnum                              col in ('a', 'b', …)
 
+A list field (a `text[]` column) renders its length as `cardinality(col)` and its items' rules
+(the same table, over each element) as one function, `private.valid_<table>_<col>(text[])`,
+called by the CHECK `ck_<table>_<col>_items` (a CHECK cannot hold a subquery; a function can).
+
 Every text type excludes NUL: PostgreSQL cannot store it, so without the rule a NUL would be a
 server error instead of a validation error naming the field.
 """
@@ -165,10 +169,11 @@ def unwrap(annotation: Any) -> tuple[Any, list[Any]]:
             return annotation, metadata
 
 
-def _flatten(metadata: list[Any]) -> Iterator[Any]:
+def flatten(metadata: list[Any]) -> Iterator[Any]:
+    """Metadata items one by one, through Field(...) and grouped constraints."""
     for item in metadata:
         if isinstance(item, FieldInfo):  # Field(...) inside an Annotated type
-            yield from _flatten(list(item.metadata))
+            yield from flatten(list(item.metadata))
         elif isinstance(item, at.GroupedMetadata) and not isinstance(item, StringConstraints):
             yield from item
         else:
@@ -189,7 +194,7 @@ class FieldRules:
         self.max_length: int | None = None
         self.pattern: str | None = None
         self.lower = self.upper = self.strip = False
-        for item in _flatten([*inner, *metadata]):
+        for item in flatten([*inner, *metadata]):
             self._read(item)
 
     def _read(self, item: Any) -> None:
@@ -276,6 +281,47 @@ def sql_checks(column: str, rules: FieldRules, sql_type: Any) -> list[tuple[str,
     return checks
 
 
+@dataclass(frozen=True)
+class ItemsFunction:
+    """The function a list column's CHECK calls: every element obeys the item type's rules."""
+
+    name: str  # schema-qualified
+    signature: str
+    create: str
+
+
+def items_function(table: str, column: str, item: Any) -> ItemsFunction:
+    """`private.valid_<table>_<column>(text[])`, rendered from the item type's rules."""
+    name = f"private.valid_{table}_{column}"
+    if len(name.split(".")[1]) > 63:
+        raise ValueError(f"{name}: longer than PostgreSQL's 63-character names")
+    rules = [sql for _, sql in sql_checks("e", FieldRules(item, []), sa.Text())]
+    bad = " or ".join(["e is null", *(f"not ({sql})" for sql in rules)])
+    create = (
+        f"create or replace function {name}(v text[]) returns boolean\n"
+        "language sql immutable parallel safe set search_path = '' as $$\n"
+        f"  select not exists (select from unnest(v) as e where {bad})\n$$"
+    )
+    return ItemsFunction(name, f"{name}(text[])", create)
+
+
+def _array_checks(
+    table: str, column: str, rules: FieldRules
+) -> list[tuple[str, str, dict[str, Any]]]:
+    (item,) = get_args(rules.base)
+    checks: list[tuple[str, str, dict[str, Any]]] = []
+    lengths = []
+    if rules.min_length:
+        lengths.append(f"cardinality({column}) >= {rules.min_length}")
+    if rules.max_length is not None:
+        lengths.append(f"cardinality({column}) <= {rules.max_length}")
+    if lengths:
+        checks.append((f"{column}_length", " and ".join(lengths), {}))
+    function = items_function(table, column, item)
+    checks.append((f"{column}_items", f"{function.name}({column})", {"function": function}))
+    return checks
+
+
 _APPLIED: set[str] = set()
 
 
@@ -292,9 +338,13 @@ def apply_rules(model: type[SQLModel]) -> None:
         if column is None:
             continue
         rules = FieldRules(field.annotation, list(field.metadata))
-        for check_name, sql in sql_checks(column.name, rules, column.type):
+        if isinstance(column.type, sa.ARRAY) and get_origin(rules.base) is list:
+            checks = _array_checks(table.name, column.name, rules)
+        else:
+            checks = [(n, sql, {}) for n, sql in sql_checks(column.name, rules, column.type)]
+        for check_name, sql, info in checks:
             full = f"ck_{table.name}_{check_name}"
             if check_name in existing or full in existing:
                 raise ValueError(f"{table.name}: CHECK {check_name} is rendered from the field's "
                                  "type; remove the hand-written one")  # fmt: skip
-            table.append_constraint(sa.CheckConstraint(sql, name=check_name))
+            table.append_constraint(sa.CheckConstraint(sql, name=check_name, info=info))

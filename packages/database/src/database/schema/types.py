@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import sqlalchemy as sa
-from pydantic import Field
+from pydantic import Field, PlainSerializer
 
 from database.errors import describe_pattern
 from database.schema.rules import BigInt, Text
@@ -78,22 +78,57 @@ Symbol = Annotated[
 
 # -- numbers ---------------------------------------------------------------------------------
 
+
+def _plain(value: Decimal) -> str:
+    return format(value, "f")
+
+
+#: JSON renders a numeric column's value as a string of plain digits, never an exponent
+#: ("0.00000010", not "1.0E-7"): exact, and read the same by every client.
+PlainDigits = PlainSerializer(_plain, return_type=str, when_used="json")
+
 #: Prices, sizes and volumes: wide enough for BTC and for micro-cap tokens alike.
 PRICE_DIGITS, PRICE_SCALE = 38, 18
-Price = Annotated[Decimal, Field(gt=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE)]
-Amount = Annotated[Decimal, Field(ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE)]
-Score = Annotated[Decimal, Field(ge=0, le=1, max_digits=5, decimal_places=4)]
+Price = Annotated[
+    Decimal, Field(gt=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE), PlainDigits
+]
+Amount = Annotated[
+    Decimal, Field(ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE), PlainDigits
+]
+Score = Annotated[Decimal, Field(ge=0, le=1, max_digits=5, decimal_places=4), PlainDigits]
 #: Column type of a Score (SQLModel loses Annotated metadata on Optional fields).
 SCORE_SQL_TYPE = sa.Numeric(5, 4)
 #: ETH amounts to the wei (NUMERIC(30, 18)); USD to the cent (NUMERIC(20, 2)).
-EthAmount = Annotated[Decimal, Field(ge=0, max_digits=30, decimal_places=18)]
-UsdAmount = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=2)]
+EthAmount = Annotated[Decimal, Field(ge=0, max_digits=30, decimal_places=18), PlainDigits]
+UsdAmount = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=2), PlainDigits]
 NonNegativeBigInt = Annotated[int, BigInt(ge=0)]
 #: A signed percentage change to 0.01 basis point (NUMERIC(12, 4)); an order-book size.
-Percent = Annotated[Decimal, Field(max_digits=12, decimal_places=4)]
-Size = Annotated[Decimal, Field(gt=0, max_digits=30, decimal_places=18)]
+Percent = Annotated[Decimal, Field(max_digits=12, decimal_places=4), PlainDigits]
+Size = Annotated[Decimal, Field(gt=0, max_digits=30, decimal_places=18), PlainDigits]
+#: A score with a direction, -1 (bearish) to 1 (bullish): sentiment, signal components.
+SignedScore = Annotated[Decimal, Field(ge=-1, le=1, max_digits=5, decimal_places=4), PlainDigits]
+#: Money that may be negative (profit and loss), in the quote currency, to 18 places.
+Pnl = Annotated[Decimal, Field(max_digits=PRICE_DIGITS, decimal_places=PRICE_SCALE), PlainDigits]
+PNL_SQL_TYPE = sa.Numeric(PRICE_DIGITS, PRICE_SCALE)
+
+# -- text ------------------------------------------------------------------------------------
+
+URL_PATTERN = describe_pattern(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$",
+    "must be an http:// or https:// URL in printable ASCII (percent-encode the rest)",
+)
+Url = Annotated[str, Text(max_length=2048, pattern=URL_PATTERN, strip=True)]
+#: Words found in a text (sentiment keywords, event keywords): lower-case, trimmed.
+Keyword = Annotated[str, Text(min_length=1, max_length=64, lower=True, strip=True)]
 
 # -- closed sets -----------------------------------------------------------------------------
+
+
+class TradeSide(StrEnum):
+    """Which way a trade or an order goes: the taker buys or sells the base asset."""
+
+    BUY = "buy"
+    SELL = "sell"
 
 
 class Chain(StrEnum):

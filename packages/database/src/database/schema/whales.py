@@ -5,7 +5,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, field_serializer
+from pydantic import AwareDatetime
 from sqlmodel import Field, SQLModel
 
 from database.schema.base import (
@@ -17,6 +17,7 @@ from database.schema.base import (
     metadata,
     unset,
 )
+from database.schema.streams import StreamMixin, stream_index
 from database.schema.types import (
     SCORE_SQL_TYPE,
     Address,
@@ -28,7 +29,7 @@ from database.schema.types import (
     UsdAmount,
 )
 
-#: pg_notify channel: one notification per INSERT statement (not per row).
+#: pg_notify channel (a stream's is its table's name): one notification per INSERT statement.
 NOTIFY_CHANNEL = "whale_transactions"
 
 
@@ -54,15 +55,15 @@ class WhaleTransactionBase(SQLModel):
 
 # The table. Rows are created by the service (ingest), read by everyone. Its CHECKs are rendered
 # from the field types above (database.schema.rules).
-class WhaleTransaction(TimestampsMixin, WhaleTransactionBase, IdMixin, table=True):
+class WhaleTransaction(TimestampsMixin, WhaleTransactionBase, IdMixin, StreamMixin, table=True):
     __tablename__ = "whale_transactions"
     __table_args__ = (
         # Newest first with a stable tie-break: the list endpoints' keyset order.
         sa.Index("ix_whale_transactions_block_timestamp_id", "block_timestamp", "id"),
         sa.Index("ix_whale_transactions_value_eth", "value_eth"),
         sa.Index("ix_whale_transactions_value_usd", "value_usd"),
-        # Consumers catch up from a (created_at, id) cursor.
-        sa.Index("ix_whale_transactions_created_at_id", "created_at", "id"),
+        # Consumers (the alert evaluator) read new rows in commit order.
+        stream_index("whale_transactions"),
         access_info(AccessClass.PUBLIC_DATA),
     )
 
@@ -88,15 +89,11 @@ class WhaleTransactionUpdate(SQLModel):
 
 
 # What the API returns. Amounts are decimal strings in plain notation ("0.000000000000000000",
-# never "0E-18"), so clients parse them exactly.
+# never "0E-18"; `PlainDigits` on their types), so clients parse them exactly.
 class WhaleTransactionPublic(WhaleTransactionBase):
     id: uuid.UUID
     created_at: datetime
     updated_at: datetime
-
-    @field_serializer("value_eth", "value_usd", "whale_score", when_used="json")
-    def _plain(self, value: Decimal | None) -> str | None:
-        return None if value is None else format(value, "f")
 
 
 class WhaleTransactionsPublic(Page[WhaleTransactionPublic]):
