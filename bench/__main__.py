@@ -51,6 +51,7 @@ def main() -> int:
         )
         with tempfile.TemporaryDirectory() as workdir:
             wt_bench.ingest_file(report, url, 50_000 if quick else 1_000_000, Path(workdir), repeat)
+            wt_bench.concurrent_ingests(report, url, 20_000 if quick else 200_000, Path(workdir))
         wt_bench.api_serving(report, url, clients=(1, 4, 16), seconds=3 if quick else 10)
         alert_bench.evaluation(
             report, url, transactions=10_000 if quick else 100_000, rules=200 if quick else 1_000
