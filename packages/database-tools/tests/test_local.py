@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import URL
 
 from database.connect import conninfo, display_url
-from database_tools.embedded import LocalServer
+from database_tools.embedded import LocalServer, _is_postmaster
 
 _UP = (
     "import sys; from pathlib import Path; from database_tools.embedded import LocalServer;"
@@ -69,6 +70,13 @@ def _connections(url: URL, n: int) -> list[psycopg.Connection[tuple[object, ...]
     return connections
 
 
+def _dead(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _is_postmaster(pid):
+        assert time.monotonic() < deadline, f"postmaster {pid} still alive after SIGKILL"
+        time.sleep(0.01)
+
+
 def test_the_port_survives_a_kill_9_of_the_postmaster(tmp_path: Path) -> None:
     """After a crash the postmaster is a zombie until reaped, postmaster.pid stays behind and
     the server side of every connection lingers in FIN_WAIT: none of that keeps the port."""
@@ -79,6 +87,7 @@ def test_the_port_survives_a_kill_9_of_the_postmaster(tmp_path: Path) -> None:
         status = server.status()
         assert status.pid is not None
         os.kill(status.pid, signal.SIGKILL)
+        _dead(status.pid)  # the crash is over (a zombie now): kill(2) returns before it
         again = server.up()
         assert again.port == url.port
         recorded = (tmp_path / "db" / "url").read_text().strip()

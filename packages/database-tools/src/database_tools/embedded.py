@@ -239,12 +239,16 @@ class LocalServer:
 
     def _start(self) -> int:
         user = self._run_as()
+        crashed = self._remove_stale_pid_file()
         # The port it had before (so URLs people copied stay valid), else the preferred one.
-        port = _free_port(self._recorded_port() or self.preferred_port)
+        # After a crash the old server's children can hold its listening socket until they
+        # notice and exit: wait for them rather than move.
+        port = _free_port(
+            self._recorded_port() or self.preferred_port, wait=_ORPHAN_WAIT_S if crashed else 0
+        )
         self.logfile.touch()
         if user is not None:
             shutil.chown(self.logfile, user=user)
-        self._remove_stale_pid_file()
         deadline = time.monotonic() + _ORPHAN_WAIT_S
         while True:
             try:
@@ -262,8 +266,9 @@ class LocalServer:
                     raise
                 time.sleep(0.2)
 
-    def _remove_stale_pid_file(self) -> None:
-        """Drop postmaster.pid when its process is dead (called under the lock, not running).
+    def _remove_stale_pid_file(self) -> bool:
+        """Drop postmaster.pid when its process is dead (called under the lock, not running);
+        True when there was one (the server crashed).
 
         PostgreSQL checks the pid with signal 0 too, so the zombie of a killed postmaster, or an
         unrelated program that got its pid, would block the start. Backends that outlived it
@@ -272,6 +277,8 @@ class LocalServer:
         pid, _ = self._postmaster()
         if pid is not None and not _is_postmaster(pid):
             (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            return True
+        return False
 
     def _pg_ctl(self, *args: str) -> None:
         try:
@@ -327,18 +334,30 @@ def _is_postmaster(pid: int) -> bool:
     return state not in ("Z", "X") and Path(os.fsdecode(command)).name.startswith("postgres")
 
 
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # As PostgreSQL binds: a port whose old connections linger in TIME_WAIT or FIN_WAIT
-            # after a crash is free to listen on, not "taken".
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise LocalDatabaseError("no free TCP port on 127.0.0.1")
+def _free_port(preferred: int, *, wait: float = 0) -> int:
+    """`preferred` when it is free (within `wait` seconds), else any free port."""
+    deadline = time.monotonic() + wait
+    while True:
+        port = _bindable(preferred)
+        if port is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    port = port if port is not None else _bindable(0)
+    if port is None:
+        raise LocalDatabaseError("no free TCP port on 127.0.0.1")
+    return port
+
+
+def _bindable(port: int) -> int | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As PostgreSQL binds: a port whose old connections linger in TIME_WAIT or FIN_WAIT
+        # after a crash is free to listen on, not "taken".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+        return int(probe.getsockname()[1])
 
 
 def _wait_until_accepting(url: URL, timeout: float = _START_TIMEOUT_S) -> None:
