@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from decimal import Decimal
 from typing import Any
 
@@ -22,8 +22,9 @@ from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from database.errors import BulkWriteError, InvalidInputError
-from database.repositories import BulkWriter, UpsertResult
+from database.repositories import BulkWriter, UpsertResult, bulk_write
 from database.repositories.bulk import Rejected
+from database.repositories.bulk_write import ChunkWriter
 from database.repositories.rows import RowValidator
 from database.schema import CollectionRunCreate, WhaleTransaction, WhaleTransactionCreate
 from database.sessions import Database
@@ -304,3 +305,36 @@ def test_defaults_make_fields_optional() -> None:
     assert validator.validate_python(data)["whale_score"] is None
     with pytest.raises(InvalidInputError.__mro__[-2]):  # ValueError: not a field
         RowValidator(WhaleTransactionCreate, defaults={"nope": 1})
+
+
+# -- the hand-over between the caller and the writer's thread ---------------------------------
+
+
+def test_many_one_row_upserts_in_a_row_each_write_their_row(database: Database) -> None:
+    """A one-row chunk is written before the caller's thread has woken from handing it over:
+    the writer must wait for the next chunk, not take the hand-over's marker for one."""
+    writer = BulkWriter(database)
+    batch = rows(100)
+    for row in batch:
+        result = writer.upsert(WhaleTransaction, rows=[row])
+        assert result.inserted == 1, result
+    assert _scalar(database, "select count(*) from whale_transactions") == len(batch)
+
+
+def test_the_writer_waits_while_the_slot_still_marks_the_last_hand_over() -> None:
+    """The instant between the writer taking a chunk and the caller clearing the slot, made
+    to last: the writer's next take waits for a real chunk (or the end), it returns neither
+    the marker nor an error."""
+    writer = ChunkWriter(nullcontext, None, None, identity=None, merge=True,  # type: ignore[arg-type]
+                         on_reject=None, on_chunk=None)  # fmt: skip
+    writer._slot = bulk_write._TAKEN
+    taken: list[object] = []
+    thread = threading.Thread(target=lambda: taken.append(writer._take()), daemon=True)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and taken == []  # still waiting
+    with writer._handoff:
+        writer._slot = None  # the end of the input
+        writer._handoff.notify_all()
+    thread.join(5)
+    assert taken == [None]

@@ -110,7 +110,9 @@ class ChunkWriter:
 
     def _take(self) -> Chunk | None:
         with self._handoff:
-            while self._slot is _EMPTY:
+            # _TAKEN too: a chunk written before the caller's thread has woken to clear the
+            # slot leaves the marker of the hand-over it has just made, not a new one.
+            while self._slot is _EMPTY or self._slot is _TAKEN:
                 self._handoff.wait()
             item, self._slot = self._slot, _TAKEN
             self._handoff.notify_all()
