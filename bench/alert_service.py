@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from alert_service.evaluator import Evaluator
-from alert_service.queries import match_whale_rules
+from alert_service.queries import match_rules
+from alert_service.sources import WHALE_TRANSACTIONS
 from bench.database import truncate, whale_rows
 from bench.harness import Report, Result, connect, percentiles, timed
 from database.repositories import BulkWriter
@@ -78,7 +79,7 @@ def evaluation(report: Report, url: URL, *, transactions: int, rules: int) -> No
 
         def match_only() -> int:
             return sum(
-                len(match_whale_rules(s, transaction_ids=ids[i : i + 1000]))
+                len(match_rules(s, source=WHALE_TRANSACTIONS, row_ids=ids[i : i + 1000]))
                 for i in range(0, len(ids), 1000)
             )
 
@@ -114,7 +115,7 @@ def notify_delay(report: Report, url: URL, *, samples: int) -> None:
                 conn.autocommit = True
                 while not conn.execute(
                     "select exists (select 1 from alert_events e join whale_transactions t"
-                    " on t.id = e.whale_transaction_id where t.hash = %s)",
+                    " on e.source = 'whale_transactions' and t.id = e.source_id where t.hash = %s)",
                     (big.hash,),
                 ).fetchone()[0]:  # type: ignore[index]
                     time.sleep(0.005)
