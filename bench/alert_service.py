@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from alert_service.evaluator import Evaluator
-from alert_service.queries import match_whale_rules
+from alert_service.queries import match_rules
+from alert_service.sources import WHALE_TRANSACTIONS
 from bench.database import truncate, whale_rows
 from bench.harness import Report, Result, connect, percentiles, timed
 from database.repositories import BulkWriter
@@ -77,7 +78,7 @@ def evaluation(report: Report, url: URL, *, transactions: int, rules: int) -> No
 
         def match_only() -> int:
             return sum(
-                len(match_whale_rules(s, transaction_ids=ids[i : i + 1000]))
+                len(match_rules(s, source=WHALE_TRANSACTIONS, row_ids=ids[i : i + 1000]))
                 for i in range(0, len(ids), 1000)
             )
 
@@ -116,7 +117,7 @@ def _delays(db: Database, url: URL, rows: list[WhaleTransactionCreate]) -> list[
 def _has_event(conn: psycopg.Connection[tuple[object, ...]], hash_: str) -> bool:
     found = conn.execute(
         "select exists (select 1 from alert_events e join whale_transactions t"
-        " on t.id = e.whale_transaction_id where t.hash = %s)",
+        " on e.source = 'whale_transactions' and t.id = e.source_id where t.hash = %s)",
         (hash_,),
     ).fetchone()
     return bool(found and found[0])
@@ -154,8 +155,8 @@ def notify_delay(report: Report, url: URL, *, samples: int) -> None:
         late_ms = (time.perf_counter() - committed) * 1000
         with connect(url) as conn:
             events = conn.execute(
-                "select count(distinct whale_transaction_id) from alert_events"
-                " e join whale_transactions t on t.id = e.whale_transaction_id"
+                "select count(distinct source_id) from alert_events e join whale_transactions t"
+                " on e.source = 'whale_transactions' and t.id = e.source_id"
                 " where t.hash = any(%s)",
                 ([row.hash for row in rows],),
             ).fetchone()

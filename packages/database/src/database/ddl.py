@@ -10,10 +10,11 @@ What is declared, and where it comes from:
   `uuid_v7()` for ids made by SQL, the JSON document validators rendered from the document
   models (`database.schema.documents`), the quota trigger, `updated_at` and change
   notification, the webhook-secret functions, the element checks of list columns, the
-  stamp of an owner's request, and the daily-performance refresh;
+  stamp of an owner's request, the stream restamp, and the daily-performance refresh;
 * triggers — `updated_at` on every table that has the column, a quota on every table users
   write that declares one, the stamp of a user-submitted table's request, NOTIFY on every
-  stream table (database.schema.streams), webhook secrets on alerts;
+  stream table and the restamp of its rows by the updates that make them news
+  (database.schema.streams), webhook secrets on alerts;
 * the `supabase_realtime` publication's tables.
 """
 
@@ -27,7 +28,7 @@ import sqlalchemy as sa
 import database.schema  # noqa: F401 - registers the tables and views
 from database.schema.base import metadata
 from database.schema.documents import render_functions
-from database.schema.streams import is_stream
+from database.schema.streams import is_stream, restamping_columns
 
 PRIVATE = "private"
 API_ROLES = ("anon", "authenticated", "service_role")
@@ -219,6 +220,25 @@ def _items_functions() -> list[Function]:
 _PERFORMANCE_COLUMNS = (
     "trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown"
 )
+# An update that makes a stream row news again (database.schema.streams): the row takes the
+# updating transaction's id, so a consumer whose snapshot saw the old one reads it once more.
+_RESTAMP_STREAM = Function(
+    "private.restamp_stream",
+    "private.restamp_stream()",
+    _sql_function(
+        "private.restamp_stream",
+        "",
+        "trigger",
+        """
+begin
+  new.xact_id := pg_current_xact_id();
+  return new;
+end
+""",
+        language="plpgsql",
+    ),
+)
+
 _REFRESH_DAILY_PERFORMANCE = Function(
     "private.refresh_daily_performance",
     "private.refresh_daily_performance(date, date, uuid)",
@@ -288,6 +308,24 @@ _REFRESH_DAILY_PERFORMANCE = Function(
 # A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
 # loses it; 256 bits from the server's strong random source (two v4 UUIDs' worth of hex).
 _NEW_SECRET = "replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')"
+# A rule its owner (or anyone with update on `enabled`) switches on again is no longer
+# quarantined: the evaluator's reason goes with the state it explained.
+_CLEAR_DISABLED_REASON = Function(
+    "private.clear_disabled_reason",
+    "private.clear_disabled_reason()",
+    _sql_function(
+        "private.clear_disabled_reason",
+        "",
+        "trigger",
+        """
+begin
+  new.disabled_reason := null;
+  return new;
+end
+""",
+        language="plpgsql",
+    ),
+)
 _SYNC_WEBHOOK_SECRET = Function(
     "private.sync_webhook_secret",
     "private.sync_webhook_secret()",
@@ -397,11 +435,13 @@ def declared_functions() -> tuple[Function, ...]:
         _UUID_V7,
         _SET_UPDATED_AT,
         _NOTIFY_STREAM,
+        _RESTAMP_STREAM,
         _REFRESH_DAILY_PERFORMANCE,
         *(function for _, function in _quotas()),
         *(function for _, _, function in _request_stamps()),
         *_items_functions(),
         *_document_functions(),
+        _CLEAR_DISABLED_REASON,
         _SYNC_WEBHOOK_SECRET,
         _WEBHOOK_SECRET,
         _ROTATE_WEBHOOK_SECRET,
@@ -465,6 +505,25 @@ def declared_triggers() -> tuple[Trigger, ...]:
                     " for each statement execute function private.notify_stream()",
                 )
             )
+            for column, when in restamping_columns(table):
+                triggers.append(
+                    Trigger(
+                        f"{t}_{column}_restamp",
+                        t,
+                        f"create trigger {t}_{column}_restamp before update of {column}"
+                        f" on public.{t} for each row when ({when})"
+                        " execute function private.restamp_stream()",
+                    )
+                )
+                triggers.append(
+                    Trigger(
+                        f"{t}_{column}_notify",
+                        t,
+                        f"create trigger {t}_{column}_notify after update of {column}"
+                        f" on public.{t} for each statement"
+                        " execute function private.notify_stream()",
+                    )
+                )
     # Only rules that have (or change) webhook channels pay for the secret's bookkeeping.
     webhook = """new.channels @> '[{"type": "webhook"}]'"""
     triggers.append(
@@ -483,6 +542,15 @@ def declared_triggers() -> tuple[Trigger, ...]:
             "create trigger alerts_webhook_secret_update after update of channels on public.alerts"
             " for each row when (old.channels is distinct from new.channels)"
             " execute function private.sync_webhook_secret()",
+        )
+    )
+    triggers.append(
+        Trigger(
+            "alerts_enabled_clears_reason",
+            "alerts",
+            "create trigger alerts_enabled_clears_reason before update of enabled on public.alerts"
+            " for each row when (new.enabled and not old.enabled)"
+            " execute function private.clear_disabled_reason()",
         )
     )
     return tuple(triggers)
