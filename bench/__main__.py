@@ -53,7 +53,7 @@ def main() -> int:
         alert_bench.evaluation(
             report, url, transactions=10_000 if quick else 100_000, rules=200 if quick else 1_000
         )
-        alert_bench.notify_delay(report, url, samples=10 if quick else 40)
+        alert_bench.notify_delay(report, url, samples=30 if quick else 100)
         alert_bench.json_checks(report, url, rows=2_000 if quick else 10_000)
         seeds_bench.trade_statistics(
             report, url, trades=100_000 if quick else 1_000_000, runs=5 if quick else 9

@@ -295,7 +295,7 @@ def run_demo(feed_size: int) -> str:
     ready.database.dispose()
     elapsed = time.perf_counter() - started
     return (
-        f"{text}\n\nevaluated {counts['transactions']:,} new transactions,"
+        f"{text}\n\nevaluated {counts['rows']:,} new stream rows,"
         f" {counts['events']:,} new alert events; demo took {elapsed:.1f} s"
         f"\ndatabase: {display_url(ready.database.url)}"
     )

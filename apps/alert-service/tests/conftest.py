@@ -20,8 +20,8 @@ Writer = Callable[..., uuid.UUID]
 @pytest.fixture(autouse=True)
 def _isolated(settings_use_test_database: None, truncate_after: Callable[..., None]) -> None:
     truncate_after(
-        "alert_events", "alerts", "profiles", "whale_transactions", "evaluator_cursors",
-        "auth.users",
+        "alert_events", "alerts", "profiles", "whale_transactions", "market_data",
+        "liquidity_zones", "smc_patterns", "evaluator_cursors", "auth.users",
     )  # fmt: skip
 
 

@@ -60,7 +60,8 @@ def signed_in(database: Database) -> dict[str, str]:
             ),
             {"u": user},
         ).scalar_one()
-        s.execute(text("insert into alert_events (alert_id, user_id) values (:a, :u)"),
+        s.execute(text("insert into alert_events (alert_id, user_id, source, source_id)"
+                       " values (:a, :u, 'whale_transactions', gen_random_uuid())"),
                   {"a": rule, "u": user})  # fmt: skip
     token = jwt.encode({"sub": str(user), "aud": "authenticated", "exp": int(time.time()) + 600},
                        SECRET, algorithm="HS256")  # fmt: skip

@@ -90,8 +90,9 @@ def test_rows_at_the_edges_of_the_checks_are_listed_whole(
             )  # fmt: skip
             s.execute(
                 text(
-                    "insert into alert_events (alert_id, user_id, payload, delivery_status,"
-                    ' attempts, last_error) select id, user_id, \'{"deep": {"x": [1, null]}}\','
+                    "insert into alert_events (alert_id, user_id, source, source_id, payload,"
+                    " delivery_status, attempts, last_error) select id, user_id, 'smc_patterns',"
+                    ' gen_random_uuid(), \'{"deep": {"x": [1, null]}}\','
                     " 'failed', 2147483647, repeat('e', 2000) from alerts where name = :n"
                 ),
                 {"n": name},

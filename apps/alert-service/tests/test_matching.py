@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from alert_service.queries import match_whale_rules
+from alert_service.queries import match_rules
+from alert_service.sources import WHALE_TRANSACTIONS
 from database_tools.factories import AlertFactory, WhaleTransactionFactory, new_auth_user
 
 
@@ -32,6 +33,6 @@ def test_rules_are_matched_in_sql(db_session: Session) -> None:
     t1 = tx(value_eth=Decimal(2000), value_usd=Decimal(6000000), whale_score=Decimal("0.5"))
     t2 = tx(value_eth=Decimal(20), value_usd=None, chain="arbitrum", whale_score=Decimal("0.95"))
     t3 = tx(value_eth=Decimal(5), value_usd=Decimal(10), to_address=None, from_address=watched)
-    matches = match_whale_rules(db_session, transaction_ids=[t1, t2, t3])
-    got = {(m.alert_id, m.whale_transaction_id) for m in matches}
+    matches = match_rules(db_session, source=WHALE_TRANSACTIONS, row_ids=[t1, t2, t3])
+    got = {(m.alert_id, m.source_id) for m in matches}
     assert got == {(big, t1), (usd, t1), (on_arbitrum, t2), (score, t2), (address, t3)}

@@ -191,7 +191,8 @@ def test_deliveries_that_cannot_be_made_fail_alone(database: Database, owner_rul
             for rule in cases.values():
                 s.execute(
                     text(
-                        "insert into alert_events (alert_id, user_id, payload) select id, user_id,"
+                        "insert into alert_events (alert_id, user_id, source, source_id, payload)"
+                        " select id, user_id, 'whale_transactions', gen_random_uuid(),"
                         ' \'{"hash": "0x1"}\' from alerts where id = :a'
                     ),
                     {"a": rule},

@@ -135,7 +135,10 @@ def test_user_a_cannot_see_or_touch_user_bs_rules_or_events(
     with database.service_session() as s:  # events exist for both; a reads only its own
         for rule in (mine.json(), theirs):
             s.execute(
-                text("insert into alert_events (alert_id, user_id) values (:a, :u)"),
+                text(
+                    "insert into alert_events (alert_id, user_id, source, source_id)"
+                    " values (:a, :u, 'market_data', gen_random_uuid())"
+                ),
                 {"a": rule["id"], "u": rule["user_id"]},
             )
     events = client.get("/alert-events", headers=as_a).json()["data"]

@@ -179,7 +179,7 @@ def test_a_late_commit_is_evaluated_once_after_it_and_holds_nothing_back(
     assert evaluator.run_until_idle() == 3
     assert evaluator.run_until_idle() == 0
     events = _events(database, alert)
-    assert len(events) == 9 == len({e.whale_transaction_id for e in events})
+    assert len(events) == 9 == len({e.source_id for e in events})
     with database.service_session() as s:
         oldest = s.execute(text("select min(created_at) from whale_transactions")).scalar_one()
         first_held = s.execute(
@@ -203,7 +203,7 @@ def test_a_running_worker_evaluates_a_late_commit_once(
         _wait_for_events(database, alert, 15 + 4)
         time.sleep(0.5)  # time for a duplicate to show up, were there one
     events = _events(database, alert)
-    assert len(events) == 19 == len({e.whale_transaction_id for e in events})
+    assert len(events) == 19 == len({e.source_id for e in events})
     assert {e.payload["hash"] for e in events} >= {r.hash for r in held}
 
 
@@ -218,9 +218,9 @@ def test_two_workers_produce_each_event_exactly_once(
         _wait_for(lambda: len(_events(database)) == 3 * 100)
         time.sleep(1.0)  # time for a duplicate to show up, were there one
     events = _events(database)
-    assert len(events) == 300 == len({(e.alert_id, e.whale_transaction_id) for e in events})
+    assert len(events) == 300 == len({(e.alert_id, e.source_id) for e in events})
     assert {e.alert_id for e in events} == set(alerts)
-    assert first.stats.transactions + second.stats.transactions == 100
+    assert first.stats.rows + second.stats.rows == 100
 
 
 def test_cooldown_is_honoured(database: Database, ingest: Any, rule: Any) -> None:

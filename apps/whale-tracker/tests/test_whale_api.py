@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import uuid
@@ -165,8 +166,9 @@ def test_reads_run_in_the_callers_role(
     roles: list[str] = []
 
     def spy(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if "set_config('role'" in statement:
-            roles.append(params["role"] if isinstance(params, dict) else params[0])
+        found = re.match(r"select set_config\('role', '(\w+)', true\)", statement)
+        if found:
+            roles.append(found[1])
 
     engine = database.async_api_engine.sync_engine
     event.listen(engine, "before_cursor_execute", spy)

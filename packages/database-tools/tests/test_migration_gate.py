@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pglast
 import pytest
 from sqlalchemy.engine import URL
 
@@ -13,7 +14,13 @@ from database.migrations import MIGRATIONS_DIR, current_revision, head_revision,
 from database.settings import get_settings
 from database_tools.cli import main
 from database_tools.migration_lint import lint
-from database_tools.migration_plan import build_plan, parse_size, pending_revisions, refused
+from database_tools.migration_plan import (
+    build_plan,
+    parse_size,
+    pending_revisions,
+    refused,
+    statement_locks,
+)
 from database_tools.testdb import create_test_database, drop_test_database
 
 
@@ -158,3 +165,12 @@ def test_a_declared_table_is_not_refused(tmp_path: Path, at_first_revision: URL)
     index = next(s for s in steps if "ix_tokens_symbol_plain" in s.statement)
     assert index.mode == "SHARE" and index.declared_ok is not None
     assert refused(steps, max_bytes=1) == []
+
+
+def test_a_key_over_a_built_index_is_brief_and_a_plain_key_scans() -> None:
+    def scans(sql: str) -> bool:
+        (lock,) = statement_locks(pglast.parse_sql(sql)[0].stmt, validated=set(), index_tables={})
+        return lock.scans
+
+    assert not scans("alter table public.t add constraint uq_t_a unique using index uq_t_a")
+    assert scans("alter table public.t add constraint uq_t_a unique (a)")

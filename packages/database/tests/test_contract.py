@@ -472,9 +472,9 @@ DATABASE_RULES: list[tuple[str, str, str]] = [
     ),
     (
         "alert_events",
-        "insert into alert_events (alert_id, user_id, whale_transaction_id) select"
-        " alert_id, user_id, whale_transaction_id from alert_events where id = :id",
-        "uq_alert_events_alert_id_whale_transaction_id",
+        "insert into alert_events (alert_id, user_id, source, source_id) select"
+        " alert_id, user_id, source, source_id from alert_events where id = :id",
+        "uq_alert_events_alert_id_source_source_id",
     ),
     (
         "alert_events",

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import ProgrammingError
 
 from database.errors import DatabaseUnavailableError
 from database.sessions import Database, user_claims
@@ -77,6 +78,54 @@ def test_user_session_sets_role_and_claims_per_transaction(database: Database) -
     # Nothing leaks back into the pool: the next service session is the owner again.
     with database.service_session() as s:
         assert s.execute(IDENTITY).one().role == database.url.username
+
+
+def test_a_user_session_is_one_transaction_opened_by_its_impersonation(
+    database: Database, scratch: str
+) -> None:
+    """API connections are autocommit at the driver; the impersonation statement opens the
+    transaction: everything after it shares one transaction id, and an error undoes it all."""
+    with database.service_session() as s:
+        s.execute(text(f"grant insert, select on {scratch} to authenticated"))
+    claims = user_claims(user_id=uuid.uuid4())
+    with database.user_session(claims=claims) as s:
+        first = s.execute(text("select pg_current_xact_id()::text")).scalar_one()
+        s.execute(text(f"insert into {scratch} values (1)"))
+        again = s.execute(text("select pg_current_xact_id()::text")).scalar_one()
+        status = s.execute(text("select current_user")).scalar_one()
+    assert first == again and status == "authenticated"
+    assert _count(database, scratch) == 1
+
+    def fail_after_a_write() -> None:
+        with database.user_session(claims=claims) as s:
+            s.execute(text(f"insert into {scratch} values (2)"))
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fail_after_a_write()
+    assert _count(database, scratch) == 1
+
+
+@pytest.mark.parametrize(
+    "value", ["it's", "back\\slash", "100% %s %(x)s", "'); select pg_sleep(10); --", "ünï ☃"]
+)
+def test_claims_reach_the_database_verbatim(database: Database, value: str) -> None:
+    """The impersonation is sent as text (one simple query): quotes, backslashes and percent
+    signs in a claim are data, never SQL or placeholders."""
+    claims = user_claims(user_id=uuid.uuid4(), email="a@example.test", note=value)
+    with database.user_session(claims=claims) as s:
+        seen = s.execute(text("select auth.jwt() ->> 'note'")).scalar_one()
+    assert seen == value
+
+
+def test_the_api_login_role_does_nothing_without_an_impersonation(database: Database) -> None:
+    """A connection of the API engine used without a session's impersonation runs as the
+    NOINHERIT login role: it reads no table."""
+    with (
+        database.api_engine.connect() as conn,
+        pytest.raises(ProgrammingError, match="permission denied"),
+    ):
+        conn.execute(text("select count(*) from public.whale_transactions"))
 
 
 def test_anon_session(database: Database) -> None:

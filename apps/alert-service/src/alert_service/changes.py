@@ -1,10 +1,13 @@
-"""Where the worker hears about new whale transactions: one evaluator, two possible sources.
+"""Where the worker hears about new stream rows: one evaluator, two possible sources.
 
-* `NotifySource` - PostgreSQL LISTEN on the channel the schema notifies once per INSERT/COPY
-  statement. Works everywhere, including the embedded database and CI.
+* `NotifySource` - PostgreSQL LISTEN on the channels the schema notifies once per INSERT/COPY
+  statement, one per stream table (its name). Works everywhere, including the embedded
+  database and CI.
 * `RealtimeSource` - Supabase Realtime `postgres_changes` INSERT events on
-  public.whale_transactions (the table is in the `supabase_realtime` publication), through the
-  async supabase-py client; used when SUPABASE_URL and the service key are set.
+  public.whale_transactions (the one stream table in the `supabase_realtime` publication:
+  quotes are too many to broadcast row by row), through the async supabase-py client; used
+  when SUPABASE_URL and the service key are set. The other streams are then read on the
+  catch-up timer.
 
 Either one only wakes the evaluator; what gets evaluated always comes from the cursor, so a
 missed or duplicated signal costs a little latency, never a missed or doubled alert (the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from realtime.types import RealtimePostgresChangesListenEvent
@@ -34,9 +38,10 @@ class ChangeSource(Protocol):
 
 
 class NotifySource:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, channels: Sequence[str] = (NOTIFY_CHANNEL,)) -> None:
         self.connection = connect_raw(database.url, purpose=Purpose.SERVICE, autocommit=True)
-        self.connection.execute(f"listen {NOTIFY_CHANNEL}")
+        for channel in channels:  # table names of the code, not input
+            self.connection.execute(f"listen {channel}")
 
     def wait(self, timeout: float) -> bool:
         return any(True for _ in self.connection.notifies(timeout=timeout, stop_after=1))
@@ -107,11 +112,13 @@ def _uses_realtime(settings: Settings) -> bool:
     return settings.supabase_url is not None and settings.supabase_service_role_key is not None
 
 
-def change_source(database: Database, settings: Settings) -> ChangeSource:
-    """Realtime when the project's API is configured, LISTEN/NOTIFY otherwise."""
+def change_source(
+    database: Database, settings: Settings, *, channels: Sequence[str] = (NOTIFY_CHANNEL,)
+) -> ChangeSource:
+    """Realtime when the project's API is configured, LISTEN/NOTIFY on `channels` otherwise."""
     if _uses_realtime(settings):
         return RealtimeSource(settings)
-    return NotifySource(database)
+    return NotifySource(database, channels=channels)
 
 
 def change_source_name(settings: Settings) -> str:

@@ -24,7 +24,7 @@ from service_kit.serve import add_serve_command
 
 app = typer.Typer(
     name="alert-service",
-    help="Users' alert rules under RLS, evaluation of new whale transactions, delivery.",
+    help="Users' alert rules under RLS, evaluation of new stream rows, delivery.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -55,7 +55,8 @@ def worker(
     ] = False,
     json: Annotated[bool, typer.Option("--json", help="with --until-idle: counts as JSON")] = False,
 ) -> None:
-    """Evaluate new whale transactions and deliver webhooks until SIGTERM/SIGINT."""
+    """Evaluate new whale transactions, quotes, liquidity zones and SMC patterns against the
+    rules, and deliver webhooks, until SIGTERM/SIGINT."""
     from alert_service.changes import change_source, change_source_name
     from alert_service.delivery import Deliverer
     from alert_service.evaluator import Evaluator
@@ -67,12 +68,12 @@ def worker(
         database = Database()
         evaluator, deliverer = Evaluator(database), Deliverer(database)
         if until_idle:
-            transactions = evaluator.catch_up()
+            rows = evaluator.catch_up()
             delivered = deliverer.deliver_due()
             Output(json=json).record(
                 "worker",
                 {
-                    "transactions": transactions,
+                    "rows": rows,
                     "events": evaluator.stats.events,
                     "webhooks_tried": delivered,
                 },
@@ -88,6 +89,7 @@ def worker(
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
         settings = get_settings()
+        channels = [source.table.value for source in evaluator.sources]
         log.info("listening through %s", change_source_name(settings))
         delivery = Supervisor("delivery", deliverer.run, database).thread(stop)
         delivery.start()
@@ -95,7 +97,9 @@ def worker(
             # Returns after the batch in hand; the cursor is committed with it.
             evaluation = Supervisor(
                 "evaluation",
-                lambda s: evaluator.run(s, sources=lambda: change_source(database, settings)),
+                lambda s: evaluator.run(
+                    s, sources=lambda: change_source(database, settings, channels=channels)
+                ),
                 database,
             )
             evaluation.run(stop)

@@ -1,15 +1,16 @@
-"""The evaluator: new whale transactions against every enabled rule, each transaction once.
+"""The evaluator: every stream's new rows against every enabled rule of its type, each row once.
 
-It reads the whale stream (stream.py) in batches, each one transaction: lock the stream
-position, read the next transactions, match them against the rules in SQL, write the events,
-save the position, commit. So a crash loses nothing and repeats nothing.
+One loop serves every source (sources.py: a stream table, its alert type, its match
+statement). For each source it reads the stream (stream.py) in batches, each one transaction:
+lock the stream position, read the next rows, match them against the rules in SQL, write the
+events, save the position, commit. So a crash loses nothing and repeats nothing.
 
-Several workers may run at once. The position is locked with `FOR UPDATE SKIP LOCKED`: one
-worker evaluates, the others find it taken and wait for the next signal — a hot standby rather
-than a race. One lock for the stream (not row locks on transactions) is the right grain
-because the stream is ordered: two workers splitting it would have to agree on where each
-stopped. The unique (alert_id, whale_transaction_id) key is the second guard: a retried batch
-writes nothing twice.
+Several workers may run at once. A position is locked with `FOR UPDATE SKIP LOCKED`: one
+worker evaluates a stream, the others find it taken and move on to the next stream or wait for
+the next signal — a hot standby rather than a race. One lock per stream (not row locks on its
+rows) is the right grain because a stream is ordered: two workers splitting it would have to
+agree on where each stopped. The unique (alert_id, source, source_id) key is the second guard:
+a retried batch writes nothing twice.
 
 Rows become visible in commit order, not in the order they were written: an ingest
 transaction that runs for minutes commits its rows after rows evaluated meanwhile. The stream
@@ -23,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -32,78 +33,92 @@ from sqlmodel import Session
 from alert_service import queries
 from alert_service.changes import ChangeSource, NotifySource
 from alert_service.quarantine import isolate, quarantine, rule_fault
+from alert_service.sources import SOURCES, Source
 from alert_service.stream import Position, Stream
 from database.sessions import Database
 
 log = logging.getLogger("alert_service.evaluator")
 
-STREAM = "alerts.whale_transactions"
-
 
 @dataclass
 class Stats:
     batches: int = 0
-    transactions: int = 0
+    rows: int = 0
     events: int = 0
     quarantined: int = 0
 
 
 class Evaluator:
     def __init__(
-        self, database: Database, *, batch_size: int = 1_000, stream: str = STREAM
+        self,
+        database: Database,
+        *,
+        batch_size: int = 1_000,
+        sources: Sequence[Source] = SOURCES,
     ) -> None:
         self.database = database
         self.batch_size = batch_size
-        self.stream = stream
+        self.sources = tuple(sources)
         self.stats = Stats()
-        self.whales = Stream(name=stream, table="whale_transactions")
+        self.streams = {s: Stream(name=s.stream, table=s.table.value) for s in self.sources}
         with database.service_session() as session:
-            self.whales.ensure(session)
+            for stream in self.streams.values():
+                stream.ensure(session)
 
     def run_batch(self) -> int | None:
-        """Evaluate the next batch. Returns its size (0: caught up), or None when another
-        worker holds the cursor.
+        """Evaluate the next batch of every stream. Returns how many rows they held (0: caught
+        up), or None when other workers hold every stream."""
+        sizes = [self._source_batch(source) for source in self.sources]
+        held = [size for size in sizes if size is not None]
+        return sum(held) if held else None
 
-        The batch runs as one fast statement per step; when a rule's stored data makes it
-        fail, the batch is redone with the rules isolated (quarantine.py): the failing rules
-        are disabled and every other rule's events are written, so the cursor moves on."""
+    def _source_batch(self, source: Source) -> int | None:
+        """One batch of one stream, as one fast statement per step; when a rule's stored data
+        makes it fail, the batch is redone with the rules isolated (quarantine.py): the
+        failing rules are disabled and every other rule's events are written, so the position
+        moves on."""
         try:
-            return self._batch(isolated=False)
+            return self._batch(source, isolated=False)
         except sa.exc.DBAPIError as exc:
             if rule_fault(exc) is None:
                 raise
-            log.warning("a rule failed the batch (%s): isolating the rules", rule_fault(exc))
-        return self._batch(isolated=True)
+            log.warning(
+                "a %s rule failed the batch (%s): isolating the rules",
+                source.alert_type.value,
+                rule_fault(exc),
+            )
+        return self._batch(source, isolated=True)
 
-    def _batch(self, *, isolated: bool) -> int | None:
+    def _batch(self, source: Source, *, isolated: bool) -> int | None:
+        stream = self.streams[source]
         with self.database.service_session() as session:
-            position = self.whales.lock(session)
+            position = stream.lock(session)
             if position is None:
                 return None
-            rows, handled = self.whales.read(session, position, limit=self.batch_size)
+            rows, handled = stream.read(session, position, limit=self.batch_size)
             events = 0
             if rows:
                 ids = [r.id for r in rows]
                 if isolated:
-                    events = self._isolated(session, transaction_ids=ids)
+                    events = self._isolated(session, source, row_ids=ids)
                 else:
-                    matches = queries.match_whale_rules(session, transaction_ids=ids)
-                    events = queries.record_whale_events(session, matches=matches)
-            self.whales.save(session, handled)
+                    matches = queries.match_rules(session, source=source, row_ids=ids)
+                    events = queries.record_events(session, source=source, matches=matches)
+            stream.save(session, handled)
         if rows:
             self.stats.batches += 1
-            self.stats.transactions += len(rows)
+            self.stats.rows += len(rows)
             self.stats.events += events
-            log.info("evaluated %d transactions, %d events", len(rows), events)
+            log.info("evaluated %d %s, %d events", len(rows), source.table.value, events)
         return len(rows)
 
-    def _isolated(self, session: Session, *, transaction_ids: list[uuid.UUID]) -> int:
+    def _isolated(self, session: Session, source: Source, *, row_ids: list[uuid.UUID]) -> int:
         """Match and record rule by rule group; quarantine the rules that fail alone."""
         matches, bad = isolate(
             session,
-            queries.whale_rule_ids(session),
-            lambda rules: queries.match_whale_rules(
-                session, transaction_ids=transaction_ids, rule_ids=rules
+            queries.rule_ids(session, alert_type=source.alert_type),
+            lambda rules: queries.match_rules(
+                session, source=source, row_ids=row_ids, rule_ids=rules
             ),
         )
         by_rule: dict[uuid.UUID, list[queries.AlertMatch]] = {}
@@ -113,7 +128,9 @@ class Evaluator:
             session,
             list(by_rule),
             lambda rules: [
-                queries.record_whale_events(session, matches=[m for r in rules for m in by_rule[r]])
+                queries.record_events(
+                    session, source=source, matches=[m for r in rules for m in by_rule[r]]
+                )
             ],
         )
         for culprit in bad:
@@ -124,7 +141,7 @@ class Evaluator:
         return sum(counts)
 
     def run_until_idle(self) -> int:
-        """Batches until caught up (or another worker has the cursor); transactions handled."""
+        """Batches until caught up (or other workers have the streams); rows handled."""
         handled = 0
         while True:
             size = self.run_batch()
@@ -133,8 +150,8 @@ class Evaluator:
             handled += size
 
     def catch_up(self, *, timeout: float = 60.0) -> int:
-        """Evaluate until every committed transaction is evaluated; transactions handled.
-        TimeoutError when another worker keeps the stream that long."""
+        """Evaluate until every committed row of every stream is evaluated; rows handled.
+        TimeoutError when another worker keeps a stream that long."""
         handled = 0
         deadline = time.monotonic() + timeout
         while True:
@@ -142,17 +159,18 @@ class Evaluator:
             if not self.pending():
                 return handled
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.stream}: not caught up after {timeout:.0f} s")
-            time.sleep(0.02)  # another worker holds the stream: it is evaluating them
+                raise TimeoutError(f"streams not caught up after {timeout:.0f} s")
+            time.sleep(0.02)  # another worker holds a stream: it is evaluating them
 
     def pending(self) -> bool:
-        """Are there committed transactions not evaluated yet?"""
+        """Are there committed rows, in any stream, not evaluated yet?"""
         with self.database.service_session() as session:
-            return self.whales.pending(session)
+            return any(stream.pending(session) for stream in self.streams.values())
 
-    def position(self) -> Position:
+    def position(self, source: Source | None = None) -> Position:
+        """A stream's position (the first source's by default: whale transactions)."""
         with self.database.service_session() as session:
-            return self.whales.position(session)
+            return self.streams[source or self.sources[0]].position(session)
 
     def run(
         self,
@@ -161,12 +179,13 @@ class Evaluator:
         sources: Callable[[], ChangeSource] | None = None,
         catch_up_every: float = 5.0,
     ) -> None:
-        """Evaluate whenever the change source (made by `sources`; default LISTEN/NOTIFY)
-        announces new transactions, and catch up at start and every `catch_up_every` seconds.
-        Returns after the batch in hand once `stop` is set. A failure propagates (a lost
-        listener connection, the database down): `supervisor.Supervisor` restarts the loop,
-        with a fresh source."""
-        source = (sources or (lambda: NotifySource(self.database)))()
+        """Evaluate whenever the change source (made by `sources`; default LISTEN/NOTIFY on
+        every stream table) announces new rows, and catch up at start and every
+        `catch_up_every` seconds. Returns after the batch in hand once `stop` is set. A failure
+        propagates (a lost listener connection, the database down): `supervisor.Supervisor`
+        restarts the loop, with a fresh source."""
+        channels = [s.table.value for s in self.sources]
+        source = (sources or (lambda: NotifySource(self.database, channels=channels)))()
         try:
             while not stop.is_set():
                 self.run_until_idle()

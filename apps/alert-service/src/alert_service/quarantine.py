@@ -1,12 +1,12 @@
 """Finding the rule that fails a batch, and taking it out of evaluation.
 
 Rules are JSON documents users write, possibly straight through Supabase's Data API, so one
-stored value a cast cannot take (`{"min_value_eth": "abc"}`, `{"addresses": "0x…"}`) makes the
-batch's match statement fail for everybody. The evaluator runs the one fast statement first;
-only when it fails with a data error does it come here: the rules are split in halves, each half
-run in its own savepoint, until every failing rule stands alone (a few statements per bad rule,
-log2 of the number of rules). The other rules' results are kept, the bad ones are disabled and
-the reason recorded in `system_events`.
+stored value a cast cannot take (`{"min_value_eth": "abc"}`, `{"addresses": "0x…"}`,
+`{"price": "high"}`) makes the batch's match statement fail for every rule of its type. The
+evaluator runs the one fast statement first; only when it fails with a data error does it come
+here: the rules are split in halves, each half run in its own savepoint, until every failing
+rule stands alone (a few statements per bad rule, log2 of the number of rules). The other
+rules' results are kept, the bad ones are disabled and the reason recorded in `system_events`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ QUARANTINED = "alert_rule_quarantined"
 
 # SQLSTATE classes a rule's stored data can cause: data exceptions (a cast that fails, numeric
 # overflow, a jsonb function on the wrong kind of value) and program limits. The statements
-# only read typed columns of whale_transactions besides the rule, so such an error is the
+# only read typed columns of the stream tables besides the rule, so such an error is the
 # rule's; anything else (a lost connection, a timeout, a deadlock) is the loop's to retry.
 _RULE_FAULT_CLASSES = frozenset({"22", "54"})
 

@@ -1,7 +1,7 @@
-"""The alert service's own SQL: matching whale transactions against rules, recording events
-and the webhook delivery queue (the stream position: stream.py). Keyword-only functions over
-the caller's session; none of them commits (the evaluator and deliverer own their
-transactions).
+"""The alert service's own SQL: matching a stream's new rows against rules (each type's
+statement: sources.py), recording events and the webhook delivery queue (the stream position:
+stream.py). Keyword-only functions over the caller's session; none of them commits (the
+evaluator and deliverer own their transactions).
 """
 
 from __future__ import annotations
@@ -15,57 +15,29 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from alert_service.sources import Source
+from database.schema import AlertType
+
 # -- matching and recording -------------------------------------------------------------------
 
-# Every common condition of a whale_transaction rule, evaluated by the database for a batch.
-# A rule's conditions are JSON a user wrote, perhaps around the API (the Data API): a value the
-# casts below cannot take fails the statement, and the evaluator then finds the rule and
-# quarantines it (evaluator.py). `{rules}` narrows the rules for that search.
-_MATCH_WHALES_SQL = """
-    select a.id as alert_id, a.user_id, t.id as whale_transaction_id, a.cooldown_seconds
-      from whale_transactions t
-      join alerts a
-        on a.enabled
-       and a.alert_type = 'whale_transaction'{rules}
-       and (a.conditions ->> 'chain' is null or a.conditions ->> 'chain' = t.chain)
-       and (a.conditions ->> 'min_value_eth' is null
-            or t.value_eth >= (a.conditions ->> 'min_value_eth')::numeric)
-       and (a.conditions ->> 'min_value_usd' is null
-            or t.value_usd >= (a.conditions ->> 'min_value_usd')::numeric)
-       and (a.conditions ->> 'min_whale_score' is null
-            or t.whale_score >= (a.conditions ->> 'min_whale_score')::numeric)
-       and (coalesce(jsonb_array_length(a.conditions -> 'addresses'), 0) = 0
-            or a.conditions -> 'addresses'
-               ?| array_remove(array[t.from_address, t.to_address], null))
-     where t.id = any(:ids)
-     order by t.block_timestamp, t.id, a.id
-"""
-_MATCH_WHALES = sa.text(_MATCH_WHALES_SQL.format(rules=""))
-_MATCH_WHALES_OF = sa.text(_MATCH_WHALES_SQL.format(rules="\n       and a.id = any(:rule_ids)"))
-_WHALE_RULES = sa.text(
-    "select id from alerts where enabled and alert_type = 'whale_transaction' order by id"
-)
+_RULES_OF_TYPE = sa.text("select id from alerts where enabled and alert_type = :type order by id")
 _DISABLE = sa.text("update alerts set enabled = false where id = :id returning user_id")
 
 # Candidates become events unless the rule is cooling down (an event within cooldown_seconds)
 # or the pair was recorded before (the unique key: a retry or a second worker changes nothing).
+# The same statement for every source: the match gave the row's description.
 _RECORD = sa.text("""
-    insert into alert_events (alert_id, user_id, whale_transaction_id, payload, delivery_status)
-    select a.id, a.user_id, t.id,
-           jsonb_build_object(
-               'alert', a.name, 'hash', t.hash, 'chain', t.chain,
-               'value_eth', t.value_eth::text, 'value_usd', t.value_usd::text,
-               'from_address', t.from_address, 'to_address', t.to_address,
-               'block_number', t.block_number, 'block_timestamp', t.block_timestamp,
-               'whale_score', t.whale_score::text),
+    insert into alert_events (alert_id, user_id, source, source_id, payload, delivery_status)
+    select a.id, a.user_id, cast(:source as text), c.source_id,
+           jsonb_build_object('alert', a.name, 'source', cast(:source as text)) || c.payload,
            case when a.channels @> '[{"type": "webhook"}]' then 'pending' else 'delivered' end
-      from unnest(cast(:alert_ids as uuid[]), cast(:tx_ids as uuid[])) as c(alert_id, tx_id)
+      from unnest(cast(:alert_ids as uuid[]), cast(:source_ids as uuid[]),
+                  cast(:payloads as jsonb[])) as c(alert_id, source_id, payload)
       join alerts a on a.id = c.alert_id and a.enabled
-      join whale_transactions t on t.id = c.tx_id
      where a.cooldown_seconds = 0
         or not exists (select 1 from alert_events e where e.alert_id = a.id
                         and e.triggered_at > now() - make_interval(secs => a.cooldown_seconds))
-    on conflict (alert_id, whale_transaction_id) do nothing
+    on conflict (alert_id, source, source_id) do nothing
     returning id
 """)
 
@@ -74,32 +46,32 @@ _RECORD = sa.text("""
 class AlertMatch:
     alert_id: uuid.UUID
     user_id: uuid.UUID
-    whale_transaction_id: uuid.UUID
+    source_id: uuid.UUID
     cooldown_seconds: int
+    payload: str  # the source row's description, JSON text
 
 
-def match_whale_rules(
+def match_rules(
     session: Session,
     *,
-    transaction_ids: Sequence[uuid.UUID],
+    source: Source,
+    row_ids: Sequence[uuid.UUID],
     rule_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[AlertMatch]:
-    """(rule, transaction) pairs where an enabled whale_transaction rule's conditions hold for
-    a transaction of the batch (only the rules `rule_ids`, when given). Cooldowns are decided
-    when recording."""
-    if not transaction_ids or rule_ids == []:
+    """(rule, row) pairs where an enabled rule of the source's type holds for a row of the
+    batch (only the rules `rule_ids`, when given). Cooldowns are decided when recording."""
+    if not row_ids or rule_ids == []:
         return []
-    params: dict[str, Any] = {"ids": list(transaction_ids)}
-    if rule_ids is None:
-        rows = session.execute(_MATCH_WHALES, params)
-    else:
-        rows = session.execute(_MATCH_WHALES_OF, {**params, "rule_ids": list(rule_ids)})
+    params: dict[str, Any] = {"ids": list(row_ids)}
+    if rule_ids is not None:
+        params["rule_ids"] = list(rule_ids)
+    rows = session.execute(source.match(narrowed=rule_ids is not None), params)
     return [AlertMatch(*row) for row in rows]
 
 
-def whale_rule_ids(session: Session) -> list[uuid.UUID]:
-    """Every enabled whale_transaction rule."""
-    return list(session.execute(_WHALE_RULES).scalars())
+def rule_ids(session: Session, *, alert_type: AlertType) -> list[uuid.UUID]:
+    """Every enabled rule of a type."""
+    return list(session.execute(_RULES_OF_TYPE, {"type": alert_type.value}).scalars())
 
 
 def disable_rule(session: Session, *, rule_id: uuid.UUID) -> uuid.UUID | None:
@@ -108,10 +80,10 @@ def disable_rule(session: Session, *, rule_id: uuid.UUID) -> uuid.UUID | None:
     return owner
 
 
-def record_whale_events(session: Session, *, matches: Sequence[AlertMatch]) -> int:
+def record_events(session: Session, *, source: Source, matches: Sequence[AlertMatch]) -> int:
     """Turn matches into events: at most one per rule in a batch when the rule has a cooldown
-    (the earliest transaction), none while it is cooling down, never the same (rule,
-    transaction) twice. Returns how many events were written."""
+    (the earliest row), none while it is cooling down, never the same (rule, row) twice.
+    Returns how many events were written."""
     chosen: dict[uuid.UUID, list[AlertMatch]] = {}
     for match in matches:
         kept = chosen.setdefault(match.alert_id, [])
@@ -123,8 +95,10 @@ def record_whale_events(session: Session, *, matches: Sequence[AlertMatch]) -> i
     rows = session.execute(
         _RECORD,
         {
+            "source": source.table.value,
             "alert_ids": [m.alert_id for m in pairs],
-            "tx_ids": [m.whale_transaction_id for m in pairs],
+            "source_ids": [m.source_id for m in pairs],
+            "payloads": [m.payload for m in pairs],
         },
     )
     return len(rows.all())

@@ -312,7 +312,8 @@ class AlertEventFactory(ModelFactory):
     whale_transaction = factory.SubFactory(WhaleTransactionFactory)
     alert_id = factory.SelfAttribute("alert.id")
     user_id = factory.SelfAttribute("alert.user_id")
-    whale_transaction_id = factory.SelfAttribute("whale_transaction.id")
+    source = "whale_transactions"
+    source_id = factory.SelfAttribute("whale_transaction.id")
     payload = factory.LazyFunction(lambda: {"value_eth": "1250.5"})
 
 

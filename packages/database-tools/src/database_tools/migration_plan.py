@@ -160,7 +160,10 @@ def _alter_table(stmt: ast.AlterTableStmt, *, validated: set[tuple[str, str]]) -
         if subtype == _AT.AT_AddConstraint and isinstance(definition, ast.Constraint):
             foreign = definition.contype == enums.ConstrType.CONSTR_FOREIGN
             modes.append(SHARE_ROW_EXCLUSIVE if foreign else ACCESS_EXCLUSIVE)
-            scans = scans or not definition.skip_validation
+            # A key over an existing index (`unique using index`) is a catalog change: the
+            # index, built concurrently before, already holds the proof.
+            over_index = bool(getattr(definition, "indexname", None))
+            scans = scans or not (definition.skip_validation or over_index)
             if foreign and definition.pktable is not None:
                 extra.append(_lock(definition.pktable, SHARE_ROW_EXCLUSIVE, False))
         elif subtype in _SHARE_UPDATE_SUBCOMMANDS:

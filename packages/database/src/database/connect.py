@@ -96,6 +96,15 @@ def connect_args(url: URL, *, purpose: Purpose, settings: Settings | None = None
 def _pool_options(purpose: Purpose, settings: Settings) -> dict[str, Any]:
     if purpose is Purpose.MIGRATE:
         return {"poolclass": NullPool}
+    if purpose is Purpose.API:
+        # The API login role can do nothing until a session impersonates anon or a user, and
+        # that statement opens the transaction itself (`sessions.impersonate`): no separate
+        # BEGIN round trip per request.
+        return {"isolation_level": "AUTOCOMMIT", **_pool_sizes(settings)}
+    return _pool_sizes(settings)
+
+
+def _pool_sizes(settings: Settings) -> dict[str, Any]:
     return {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,

@@ -10,11 +10,12 @@ What is declared, and where it comes from:
   `uuid_v7()` for ids made by SQL, the JSON document validators rendered from the document
   models (`database.schema.documents`), the quota trigger, `updated_at` and change
   notification, the webhook-secret functions, the element checks of list columns, the
-  stamp of an owner's request, the daily-performance refresh, and the partition helpers
-  (create ahead of time, close partitions to the API roles);
+  stamp of an owner's request, the stream restamp, the daily-performance refresh, and the
+  partition helpers (create ahead of time, close partitions to the API roles);
 * triggers — `updated_at` on every table that has the column, a quota on every table users
   write that declares one, the stamp of a user-submitted table's request, NOTIFY on every
-  stream table (database.schema.streams), webhook secrets on alerts;
+  stream table and the restamp of its rows by the updates that make them news
+  (database.schema.streams), webhook secrets on alerts;
 * the `supabase_realtime` publication's tables.
 """
 
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 import database.schema  # noqa: F401 - registers the tables and views
 from database.schema.base import metadata
 from database.schema.documents import render_functions
-from database.schema.streams import is_stream
+from database.schema.streams import is_stream, restamping_columns
 
 PRIVATE = "private"
 API_ROLES = ("anon", "authenticated", "service_role")
@@ -220,6 +221,25 @@ def _items_functions() -> list[Function]:
 _PERFORMANCE_COLUMNS = (
     "trades, wins, losses, gross_pnl, net_pnl, fees, ending_equity, max_intraday_drawdown"
 )
+# An update that makes a stream row news again (database.schema.streams): the row takes the
+# updating transaction's id, so a consumer whose snapshot saw the old one reads it once more.
+_RESTAMP_STREAM = Function(
+    "private.restamp_stream",
+    "private.restamp_stream()",
+    _sql_function(
+        "private.restamp_stream",
+        "",
+        "trigger",
+        """
+begin
+  new.xact_id := pg_current_xact_id();
+  return new;
+end
+""",
+        language="plpgsql",
+    ),
+)
+
 _REFRESH_DAILY_PERFORMANCE = Function(
     "private.refresh_daily_performance",
     "private.refresh_daily_performance(date, date, uuid)",
@@ -494,6 +514,7 @@ def declared_functions() -> tuple[Function, ...]:
         _UUID_V7,
         _SET_UPDATED_AT,
         _NOTIFY_STREAM,
+        _RESTAMP_STREAM,
         _REFRESH_DAILY_PERFORMANCE,
         *(function for _, function in _quotas()),
         *(function for _, _, function in _request_stamps()),
@@ -564,6 +585,25 @@ def declared_triggers() -> tuple[Trigger, ...]:
                     " for each statement execute function private.notify_stream()",
                 )
             )
+            for column, when in restamping_columns(table):
+                triggers.append(
+                    Trigger(
+                        f"{t}_{column}_restamp",
+                        t,
+                        f"create trigger {t}_{column}_restamp before update of {column}"
+                        f" on public.{t} for each row when ({when})"
+                        " execute function private.restamp_stream()",
+                    )
+                )
+                triggers.append(
+                    Trigger(
+                        f"{t}_{column}_notify",
+                        t,
+                        f"create trigger {t}_{column}_notify after update of {column}"
+                        f" on public.{t} for each statement"
+                        " execute function private.notify_stream()",
+                    )
+                )
     # Only rules that have (or change) webhook channels pay for the secret's bookkeeping.
     webhook = """new.channels @> '[{"type": "webhook"}]'"""
     triggers.append(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import psycopg.sql
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -40,19 +41,17 @@ from database.settings import Settings, get_settings
 
 Claims = Mapping[str, Any]
 
-# One round trip per transaction: role and claims, both transaction-local.
-_IMPERSONATE = text(
-    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true),"
-    " true as known"
+# Role and claims, both transaction-local, and whether a signed-in user still exists (a
+# primary-key probe): a token outlives a deleted user, and one signed for another project names
+# nobody here. The probe's privileges are checked when the statement starts, before `role`
+# changes: the login role must be able to read auth.users(id).
+_IMPERSONATE = (
+    "select set_config('role', {role}, true), set_config('request.jwt.claims', {claims}, true),"
+    " {known} as known"
 )
-# The same, asking too whether a signed-in user still exists (a primary-key probe, same round
-# trip): a token outlives a deleted user, and one signed for another project names nobody
-# here. The probe's privileges are checked when the statement starts, before `role` changes:
-# the login role must be able to read auth.users(id).
-_IMPERSONATE_KNOWN = text(
-    "select set_config('role', :role, true), set_config('request.jwt.claims', :claims, true),"
-    " :role <> 'authenticated'"
-    " or private.user_exists(cast(cast(:claims as jsonb) ->> 'sub' as uuid)) as known"
+_KNOWN = (
+    "{role} <> 'authenticated'"
+    " or private.user_exists(cast(cast({claims} as jsonb) ->> 'sub' as uuid))"
 )
 _API_ROLES = {"anon", "authenticated"}
 
@@ -164,9 +163,12 @@ class Database:
     def _session(
         self, engine: Engine, identity: tuple[str, str] | None, *, verify_user: bool = False
     ) -> Iterator[Session]:
-        session = Session(engine, expire_on_commit=False)
-        if identity is not None:
-            _impersonate_on_begin(session, identity, verify_user=verify_user)
+        if identity is None:
+            session = Session(engine, expire_on_commit=False)
+        else:
+            session = _CallerSession(
+                engine, expire_on_commit=False, info={_IDENTITY: (identity, verify_user)}
+            )
         try:
             yield session
             session.commit()
@@ -200,9 +202,15 @@ class Database:
     async def _async_session(
         self, engine: AsyncEngine, identity: tuple[str, str] | None, *, verify_user: bool = False
     ) -> AsyncIterator[AsyncSession]:
-        session = AsyncSession(engine, expire_on_commit=False)
-        if identity is not None:
-            _impersonate_on_begin(session.sync_session, identity, verify_user=verify_user)
+        if identity is None:
+            session = AsyncSession(engine, expire_on_commit=False)
+        else:
+            session = AsyncSession(
+                engine,
+                expire_on_commit=False,
+                sync_session_class=_CallerSession,
+                info={_IDENTITY: (identity, verify_user)},
+            )
         try:
             yield session
             await session.commit()
@@ -276,21 +284,46 @@ def impersonate(
     connection: Connection, identity: tuple[str, str], *, verify_user: bool = False
 ) -> None:
     """Make the rest of the connection's transaction run as `identity` (role + claims). With
-    `verify_user`, UnknownUserError when the claims name a user that is not in auth.users."""
-    role, claims_json = identity
-    statement = _IMPERSONATE_KNOWN if verify_user else _IMPERSONATE
-    known = connection.execute(statement, {"role": role, "claims": claims_json}).one().known
-    if not known:
+    `verify_user`, UnknownUserError when the claims name a user that is not in auth.users.
+
+    On an API connection (autocommit at the driver: its login role can do nothing by itself)
+    this statement opens the transaction too: `…; begin` in one simple query turns the
+    statement's implicit transaction into the request's, one round trip instead of two."""
+    driver = connection.connection.driver_connection
+    opens = bool(getattr(driver, "autocommit", False))
+    statement = _impersonation(*identity, verify_user=verify_user, opens=opens)
+    # No parameters at all, so the driver sends a simple query (a '%' in claims stays text).
+    result = connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
+    if not result.one().known:
         raise UnknownUserError()
 
 
-def _impersonate_on_begin(
-    session: Session, identity: tuple[str, str], *, verify_user: bool = False
-) -> None:
-    def _after_begin(_session: Session, _transaction: object, connection: Connection) -> None:
-        impersonate(connection, identity, verify_user=verify_user)
+@lru_cache(maxsize=4096)
+def _impersonation(role: str, claims: str, *, verify_user: bool, opens: bool) -> str:
+    """The statement as text, literals quoted by the driver (no parameters: a simple query may
+    hold two statements); cached, as most callers repeat an identity (anon, a busy user)."""
+    values = {"role": _literal(role), "claims": _literal(claims)}
+    known = _KNOWN.format(**values) if verify_user else "true"
+    statement = _IMPERSONATE.format(known=known, **values)
+    return statement + "; begin" if opens else statement
 
-    event.listen(session, "after_begin", _after_begin)
+
+def _literal(value: str) -> str:
+    return psycopg.sql.Literal(value).as_string(None)
+
+
+_IDENTITY = "database.identity"
+
+
+class _CallerSession(Session):
+    """A user or anon session: every transaction starts as the caller (`info[_IDENTITY]`)."""
+
+
+@event.listens_for(_CallerSession, "after_begin")
+def _impersonate_on_begin(session: Session, _transaction: object, connection: Connection) -> None:
+    # One listener for the class, not one registered per session: cheaper per request.
+    identity, verify_user = session.info[_IDENTITY]
+    impersonate(connection, identity, verify_user=verify_user)
 
 
 @lru_cache(maxsize=1)

@@ -32,6 +32,7 @@ from database.schema.alerts import (
     AlertWebhookSecretCreate,
     AlertWebhookSecretPublic,
     DeliveryStatus,
+    EventSource,
 )
 from database.schema.base import (
     MANAGED_SCHEMAS,
@@ -228,6 +229,7 @@ __all__ = [
     "EvaluatorCursorCreate",
     "EvaluatorCursorPublic",
     "EventSeverity",
+    "EventSource",
     "EventType",
     "HourlySentiment",
     "LiquidityZone",

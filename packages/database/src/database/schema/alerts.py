@@ -52,6 +52,15 @@ class AlertType(StrEnum):
     SMC_PATTERN = "smc_pattern"
 
 
+class EventSource(StrEnum):
+    """The stream tables whose rows trigger alert events (database.schema.streams)."""
+
+    WHALE_TRANSACTIONS = "whale_transactions"
+    MARKET_DATA = "market_data"
+    LIQUIDITY_ZONES = "liquidity_zones"
+    SMC_PATTERNS = "smc_patterns"
+
+
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
@@ -287,10 +296,11 @@ DeliveryError = Annotated[str, Text(max_length=2_000)]
 class AlertEventBase(SQLModel):
     alert_id: uuid.UUID = Field(foreign_key="alerts.id", ondelete="CASCADE")
     user_id: uuid.UUID = Field(foreign_key="auth.users.id", ondelete="CASCADE")
-    # Null for alert types that are not about a whale transaction.
-    whale_transaction_id: uuid.UUID | None = Field(
-        default=None, foreign_key="whale_transactions.id", ondelete="CASCADE", index=True
-    )
+    # The stream row that triggered the event: its table and id. No foreign key: an event is
+    # its owner's history and outlives the row (quotes, zones and patterns are time series
+    # that retention drops), so the payload describes the row.
+    source: EventSource = Field(sa_type=_TEXT)
+    source_id: uuid.UUID
     triggered_at: AwareDatetime = Field(
         default_factory=utc_now,
         sa_type=_TS,
@@ -302,8 +312,9 @@ class AlertEventBase(SQLModel):
 class AlertEvent(AlertEventBase, IdMixin, table=True):
     __tablename__ = "alert_events"
     __table_args__ = (
-        # An event is recorded once: a retried or second evaluator cannot duplicate it.
-        sa.UniqueConstraint("alert_id", "whale_transaction_id"),
+        # An event is recorded once per (rule, source row): a retried or second evaluator
+        # cannot duplicate it.
+        sa.UniqueConstraint("alert_id", "source", "source_id"),
         # Leads with user_id: the RLS policy column and "my events, newest first".
         sa.Index("ix_alert_events_user_id_triggered_at_id", "user_id", "triggered_at", "id"),
         # The delivery loop's queue: pending events whose next attempt is due.

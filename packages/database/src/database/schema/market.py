@@ -29,7 +29,7 @@ from database.schema.partitions import (
     partitioned,
 )
 from database.schema.rules import Text
-from database.schema.streams import StreamMixin, stream_index
+from database.schema.streams import StreamMixin, restamps_stream, stream_index
 from database.schema.types import (
     PRICE_DIGITS,
     PRICE_SCALE,
@@ -236,7 +236,12 @@ class LiquidityZoneBase(SQLModel):
     price_level: Price = Field(sa_type=_NUM)
     side: Side = Field(sa_type=_TEXT)
     size: Size = Field(sa_type=sa.Numeric(30, 18))
-    strength: Score | None = Field(default=None, sa_type=SCORE_SQL_TYPE)
+    # A zone that grows stronger is news to alert rules (a minimum strength it now meets).
+    strength: Score | None = Field(
+        default=None,
+        sa_type=SCORE_SQL_TYPE,
+        sa_column_kwargs=restamps_stream("new.strength > coalesce(old.strength, -1)"),
+    )
 
 
 class LiquidityZone(TimestampsMixin, LiquidityZoneBase, IdMixin, StreamMixin, table=True):

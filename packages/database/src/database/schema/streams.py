@@ -9,6 +9,10 @@ the next read: no row is skipped, none is read twice, and nothing waits on a clo
 
 Every stream table also notifies its own name (`pg_notify`) once per INSERT statement, so a
 listener wakes at commit instead of polling (database.ddl declares the trigger).
+
+A column may declare that some updates make a row news again (`restamps_stream`): such an
+update stamps the row with the updating transaction, so consumers read it once more (a
+liquidity zone that grows stronger), and the table notifies per UPDATE statement too.
 """
 
 from typing import Any
@@ -66,6 +70,17 @@ class StreamMixin(SQLModel):
         sa_type=XactId(),
         sa_column_kwargs={"server_default": sa.text("pg_current_xact_id()")},
     )
+
+
+def restamps_stream(when: str) -> dict[str, Any]:
+    """`sa_column_kwargs` of a stream table's column: an UPDATE of it for which `when` holds
+    (over `old` and `new`) stamps the row again, so stream consumers read it again."""
+    return {"info": {"restamps_stream": when}}
+
+
+def restamping_columns(table: sa.Table) -> list[tuple[str, str]]:
+    """(column, condition) of the columns whose updates make a row new to the stream."""
+    return [(c.name, c.info["restamps_stream"]) for c in table.c if "restamps_stream" in c.info]
 
 
 def stream_index(table: str) -> sa.Index:
