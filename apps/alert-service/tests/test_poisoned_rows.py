@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 
 from alert_service.delivery import Backoff, Deliverer
 from alert_service.evaluator import Evaluator
@@ -24,7 +25,7 @@ from alert_service.quarantine import QUARANTINED
 from alert_service.supervisor import CRASHED, Supervisor
 from database.repositories import BulkWriter
 from database.schema import WhaleTransaction, WhaleTransactionCreate
-from database.sessions import Database
+from database.sessions import Database, user_claims
 from database.settings import load_settings
 from database_tools.https_receiver import HttpsReceiver
 from service_kit.egress import PublicClient, TargetPolicy
@@ -116,15 +117,18 @@ def test_poisoned_rules_are_quarantined_and_everyone_else_keeps_their_events(
     assert evaluator.stats.quarantined == len(POISON)
     with database.service_session() as s:
         states = s.execute(
-            text("select id, enabled from alerts where id = any(:ids)"), {"ids": poisoned}
-        )
-        enabled = dict(states.all())
+            text("select id, enabled, disabled_reason from alerts where id = any(:ids)"),
+            {"ids": poisoned},
+        ).all()
+        enabled = {row.id: row.enabled for row in states}
+        shown = {row.id: row.disabled_reason for row in states}
         recorded = s.execute(
             text("select context from system_events where event_type = :t"), {"t": QUARANTINED}
         ).scalars()
         reasons = {uuid.UUID(c["alert_id"]): c["reason"] for c in recorded}
     assert enabled == dict.fromkeys(poisoned, False)
     assert set(reasons) == set(poisoned)
+    assert shown == reasons  # the owner reads on the rule what the operators read
     assert "numeric" in reasons[poisoned[0]] and "scalar" in reasons[poisoned[1]]
     assert all(_events_of(database, p) == 0 for p in poisoned)
     assert not evaluator.pending()  # the stream moved past every transaction
@@ -135,7 +139,6 @@ def test_run_until_idle_quarantines_too(database: Database, owner_rules: Writer)
     good = owner_rules(conditions={"alert_type": "whale_transaction", "chain": "ethereum"})
     bad = owner_rules(conditions={"alert_type": "whale_transaction", "min_value_eth": "abc"})
     _ingest(database, 4)
-    time.sleep(0.4)  # past the evaluator's visibility margin
     evaluator = Evaluator(database)
     assert evaluator.run_until_idle() == 4
     assert _events_of(database, good) == 4 and _events_of(database, bad) == 0
@@ -247,3 +250,38 @@ def test_a_crashing_loop_is_recorded_and_restarted(database: Database) -> None:
             {"t": CRASHED},
         ).all()
     assert sorted(r.context["error"] for r in rows) == ["failure 1", "failure 2"]
+
+
+def test_the_owner_reads_why_a_rule_was_disabled_and_enabling_it_clears_that(
+    database: Database, owner_rules: Writer
+) -> None:
+    """As through the Data API (the owner's own session): the reason is readable, not
+    writable, and the database drops it when the owner switches the rule back on."""
+    with database.service_session() as s:
+        user = s.execute(
+            text("insert into auth.users (id) values (gen_random_uuid()) returning id")
+        ).scalar_one()
+    bad = owner_rules(
+        conditions={"alert_type": "whale_transaction", "min_value_eth": "abc"}, user=user
+    )
+    _ingest(database, 1)
+    Evaluator(database).run_until_idle()
+    claims = user_claims(user_id=user)
+    with database.user_session(claims=claims) as s:
+        row = s.execute(
+            text("select enabled, disabled_reason from alerts where id = :a"), {"a": bad}
+        )
+        enabled, reason = row.one()
+    assert enabled is False and "numeric" in reason
+    with (
+        pytest.raises(ProgrammingError, match="permission denied"),
+        database.user_session(claims=claims) as s,
+    ):
+        s.execute(text("update alerts set disabled_reason = null where id = :a"), {"a": bad})
+    with database.user_session(claims=claims) as s:
+        s.execute(text("update alerts set enabled = true where id = :a"), {"a": bad})
+    with database.service_session() as s:
+        after = s.execute(
+            text("select enabled, disabled_reason from alerts where id = :a"), {"a": bad}
+        ).one()
+    assert tuple(after) == (True, None)

@@ -53,9 +53,9 @@ def _summary(conn: Connection) -> dict[str, tuple[int, int, str]]:
 
 
 @pytest.fixture
-def populated_at_0008(database_server_url: URL) -> Iterator[URL]:
+def populated_at_0009(database_server_url: URL) -> Iterator[URL]:
     url = create_test_database(database_server_url, prefix="part", migrate=False)
-    upgrade(url=url, revision="0008")
+    upgrade(url=url, revision="0009")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         for statement in _FILL:
@@ -66,16 +66,16 @@ def populated_at_0008(database_server_url: URL) -> Iterator[URL]:
 
 
 def test_conversion_keeps_every_row_and_downgrade_restores_the_plain_tables(
-    populated_at_0008: URL,
+    populated_at_0009: URL,
 ) -> None:
-    engine = sa.create_engine(populated_at_0008)
+    engine = sa.create_engine(populated_at_0009)
     try:
         with engine.connect() as conn:
             before = _summary(conn)
         assert {t: s[2] for t, s in before.items()} == dict.fromkeys(TABLES, "r")
         assert all(s[0] > 2000 for s in before.values())
 
-        upgrade(url=populated_at_0008, revision="0009")
+        upgrade(url=populated_at_0009, revision="0010")
         with engine.connect() as conn:
             after = _summary(conn)
             assert {t: s[:2] for t, s in after.items()} == {t: s[:2] for t, s in before.items()}
@@ -99,7 +99,7 @@ def test_conversion_keeps_every_row_and_downgrade_restores_the_plain_tables(
             assert {e["table"] for e in events if e["same_checksum"]} == set(TABLES)
             assert partition_findings(conn) == []
 
-        downgrade(url=populated_at_0008, revision="0008")
+        downgrade(url=populated_at_0009, revision="0009")
         with engine.connect() as conn:
             assert _summary(conn) == before
             assert (

@@ -85,8 +85,8 @@ def isolate(
 
 
 def quarantine(session: Session, *, culprit: Culprit, stage: str) -> None:
-    """Disable the rule and record why (its owner sees `enabled: false`)."""
-    owner = queries.disable_rule(session, rule_id=culprit.rule_id)
+    """Disable the rule and record why (its owner sees `enabled: false` and the reason)."""
+    owner = queries.disable_rule(session, rule_id=culprit.rule_id, reason=culprit.reason)
     if owner is None:
         return
     log.warning("rule %s quarantined (%s): %s", culprit.rule_id, stage, culprit.reason)

@@ -21,7 +21,9 @@ from database.schema import AlertType
 # -- matching and recording -------------------------------------------------------------------
 
 _RULES_OF_TYPE = sa.text("select id from alerts where enabled and alert_type = :type order by id")
-_DISABLE = sa.text("update alerts set enabled = false where id = :id returning user_id")
+_DISABLE = sa.text(
+    "update alerts set enabled = false, disabled_reason = :reason where id = :id returning user_id"
+)
 
 # Candidates become events unless the rule is cooling down (an event within cooldown_seconds)
 # or the pair was recorded before (the unique key: a retry or a second worker changes nothing).
@@ -74,9 +76,10 @@ def rule_ids(session: Session, *, alert_type: AlertType) -> list[uuid.UUID]:
     return list(session.execute(_RULES_OF_TYPE, {"type": alert_type.value}).scalars())
 
 
-def disable_rule(session: Session, *, rule_id: uuid.UUID) -> uuid.UUID | None:
-    """Switch a rule off; its owner's id (None when the rule is gone)."""
-    owner: uuid.UUID | None = session.execute(_DISABLE, {"id": rule_id}).scalar_one_or_none()
+def disable_rule(session: Session, *, rule_id: uuid.UUID, reason: str) -> uuid.UUID | None:
+    """Switch a rule off, saying why; its owner's id (None when the rule is gone)."""
+    params = {"id": rule_id, "reason": reason[:500]}
+    owner: uuid.UUID | None = session.execute(_DISABLE, params).scalar_one_or_none()
     return owner
 
 

@@ -309,6 +309,24 @@ _REFRESH_DAILY_PERFORMANCE = Function(
 # A rule's webhook signing secret: issued when it gains a webhook channel, dropped when it
 # loses it; 256 bits from the server's strong random source (two v4 UUIDs' worth of hex).
 _NEW_SECRET = "replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')"
+# A rule its owner (or anyone with update on `enabled`) switches on again is no longer
+# quarantined: the evaluator's reason goes with the state it explained.
+_CLEAR_DISABLED_REASON = Function(
+    "private.clear_disabled_reason",
+    "private.clear_disabled_reason()",
+    _sql_function(
+        "private.clear_disabled_reason",
+        "",
+        "trigger",
+        """
+begin
+  new.disabled_reason := null;
+  return new;
+end
+""",
+        language="plpgsql",
+    ),
+)
 _SYNC_WEBHOOK_SECRET = Function(
     "private.sync_webhook_secret",
     "private.sync_webhook_secret()",
@@ -520,6 +538,7 @@ def declared_functions() -> tuple[Function, ...]:
         *(function for _, _, function in _request_stamps()),
         *_items_functions(),
         *_document_functions(),
+        _CLEAR_DISABLED_REASON,
         _SYNC_WEBHOOK_SECRET,
         _WEBHOOK_SECRET,
         _ROTATE_WEBHOOK_SECRET,
@@ -622,6 +641,15 @@ def declared_triggers() -> tuple[Trigger, ...]:
             "create trigger alerts_webhook_secret_update after update of channels on public.alerts"
             " for each row when (old.channels is distinct from new.channels)"
             " execute function private.sync_webhook_secret()",
+        )
+    )
+    triggers.append(
+        Trigger(
+            "alerts_enabled_clears_reason",
+            "alerts",
+            "create trigger alerts_enabled_clears_reason before update of enabled on public.alerts"
+            " for each row when (new.enabled and not old.enabled)"
+            " execute function private.clear_disabled_reason()",
         )
     )
     return tuple(triggers)

@@ -187,6 +187,7 @@ def _with_alert_type(data: Any) -> Any:
 
 AlertName = Annotated[str, Text(min_length=1, max_length=100)]
 Cooldown = Annotated[int, Int(ge=0, le=MAX_COOLDOWN_SECONDS)]
+DisabledReason = Annotated[str, Text(max_length=500)]
 
 
 class AlertBase(SQLModel):
@@ -224,6 +225,9 @@ class Alert(TimestampsMixin, AlertBase, IdMixin, table=True):
         sa_type=JSONB,
         sa_column_kwargs={"server_default": sa.text('\'[{"type": "in_app"}]\'::jsonb')},
     )
+    # Why the evaluator switched the rule off (its stored data failed the match): the server's
+    # to write, the owner's to read; cleared by the database when the rule is enabled again.
+    disabled_reason: DisabledReason | None = Field(default=None, sa_type=_TEXT)
 
 
 class AlertCreate(AlertBase):
@@ -252,6 +256,7 @@ class AlertPublic(AlertBase):
     user_id: uuid.UUID
     conditions: AlertConditions
     channels: Channels
+    disabled_reason: DisabledReason | None = None
     created_at: datetime
     updated_at: datetime
 

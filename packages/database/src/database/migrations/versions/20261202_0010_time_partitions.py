@@ -5,8 +5,8 @@ kept in the archive schema until dropped by hand). Primary keys become (id, <par
 dex_trades' natural key gains block_timestamp. Where pg_partman is installed it is registered
 to maintain them; elsewhere `database maintain` does, with private.create_partitions
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-02 09:00:00
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 from database.migrations import partitions
 from database.migrations.partitions import PartitionedTable, PlainTable
 
-revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0008"
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
