@@ -26,7 +26,7 @@ def broken_database(database_server_url: URL) -> Iterator[URL]:
     url = create_test_database(database_server_url, prefix="advisors")
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("alter table public.market_data disable row level security"))
+        conn.execute(text("alter table public.whale_transactions disable row level security"))
         conn.execute(text("create policy loose on public.tokens for delete to anon using (true)"))
     engine.dispose()
     yield url

@@ -1,5 +1,5 @@
-"""`database`: the embedded server, migrations (plan, lint), health, advisors, the schema
-reference, `inspect <verb>` / `inspect report` and `verify`.
+"""`database`: the embedded server, migrations (plan, lint), partition maintenance, health,
+advisors, the schema reference, `inspect <verb>` / `inspect report` and `verify`.
 
 Exit codes: 0 success, 1 a clear error (printed without a traceback) or a failing gate
 (`inspect report`, `verify`, `migration-lint`, a refused plan), 2 bad usage,
@@ -275,6 +275,34 @@ def downgrade(revision: Annotated[str, typer.Argument(help="e.g. -1 or base")]) 
         run_downgrade(url=_target_url(), revision=revision)
     except DatabasePackageError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def maintain(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print what would be done, change nothing")
+    ] = False,
+    json: JsonFlag = False,
+) -> None:
+    """Time partitions, from the models' declarations: make the partitions ahead, retire the
+    expired ones (detach, then drop or move to the archive schema; never a DELETE). Where
+    pg_partman is installed, its run_maintenance() does it."""
+    from database import maintenance
+    from database.connect import Purpose, connect_raw
+
+    try:
+        url = _target_url()
+        with connect_raw(url, purpose=Purpose.SERVICE, autocommit=True) as conn:
+            actions = maintenance.maintain(conn, dry_run=dry_run)
+    except DatabasePackageError as exc:
+        raise _fail(exc) from None
+    Output(json=json).table(
+        "maintain (dry run)" if dry_run else "maintain",
+        ["table", "action", "target", "detail"],
+        [(a.table, a.action, a.target, a.detail) for a in actions],
+    )
+    verb = "would be done" if dry_run else "done"
+    typer.echo(f"{display_url(url)}: {len(actions)} step(s) {verb}", err=True)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 from database.access import TableAccess, declared
 from database.schema.base import metadata
+from database.schema.partitions import partitioning_of
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _ACCESS_TEXT = {
@@ -148,6 +149,12 @@ def render() -> str:
         "it is stale). Every table lives in `public`, has row-level security on, and belongs to",
         "exactly one access class, which decides its grants and policies.",
         "",
+        "Time series are range-partitioned by time (declared on the model: interval, partitions",
+        "made ahead, retention, drop or archive); pg_partman maintains them where installed,",
+        "`database maintain` elsewhere. `whale_transactions` stays one plain table: its hash is",
+        "unique across all time (a partitioned table can only enforce keys that hold the",
+        "partition key) and it grows by a few thousand rows a day.",
+        "",
         *_mermaid(),
         "",
     ]
@@ -163,6 +170,20 @@ def render() -> str:
             definition = " ".join(str(table.info["definition"]).split())
             out += ["Definition (`security_invoker`):", "", f"```sql\n{definition}\n```", ""]
         out += [*_columns(table), ""]
+        partitioning = partitioning_of(table)
+        if partitioning is not None:
+            kept = (
+                "moved to schema `archive`"
+                if partitioning.retired.value == "archive"
+                else "dropped"
+            )
+            out += [
+                f"Partitioned: **range on `{partitioning.column}`**, one partition per"
+                f" {partitioning.interval.value}, {partitioning.premake} made ahead, a default"
+                f" partition for strays; partitions older than {partitioning.retention} are"
+                f" detached and {kept}.",
+                "",
+            ]
         for title, lines in (("Constraints", _constraints(table)), ("Indexes", _indexes(table))):
             if lines:
                 out += [f"{title}:", "", *lines, ""]

@@ -110,6 +110,12 @@ begin
   if exists (select from pg_available_extensions where name = 'pg_stat_statements') then
     create extension if not exists pg_stat_statements with schema extensions;
   end if;
+  -- Time partitions are maintained by pg_partman where the server has it (Supabase, Debian's
+  -- postgresql-15-partman), in the schema Supabase's guide uses; elsewhere `database maintain`.
+  if exists (select from pg_available_extensions where name = 'pg_partman') then
+    create schema if not exists partman;
+    create extension if not exists pg_partman with schema partman;
+  end if;
 end
 $ext$;
 

@@ -347,6 +347,8 @@ def diff(connection: sa.Connection) -> list[Drift]:
         sa.text(
             "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
             " where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm', 'f')"
+            # Partitions are their parent's (drift.partition_findings keeps them closed).
+            " and not c.relispartition"
         )
     ).scalars()
     known = {spec.table for spec in declared()}

@@ -10,7 +10,8 @@ What is declared, and where it comes from:
   `uuid_v7()` for ids made by SQL, the JSON document validators rendered from the document
   models (`database.schema.documents`), the quota trigger, `updated_at` and change
   notification, the webhook-secret functions, the element checks of list columns, the
-  stamp of an owner's request, the stream restamp, and the daily-performance refresh;
+  stamp of an owner's request, the stream restamp, the daily-performance refresh, and the
+  partition helpers (create ahead of time, close partitions to the API roles);
 * triggers — `updated_at` on every table that has the column, a quota on every table users
   write that declares one, the stamp of a user-submitted table's request, NOTIFY on every
   stream table and the restamp of its rows by the updates that make them news
@@ -409,6 +410,102 @@ _USER_EXISTS = Function(
 )
 
 
+# -- partitions (database.schema.partitions declares which tables, by what, how far ahead) ----
+
+# A partition is reachable by its own name, past the parent's policies: RLS on with no policy
+# and no grant to the API roles shuts that door (default privileges would open it).
+_SECURE_PARTITIONS = Function(
+    "private.secure_partitions",
+    "private.secure_partitions(regclass)",
+    _sql_function(
+        "private.secure_partitions",
+        "parent regclass",
+        "integer",
+        """
+declare
+  child regclass;
+  api_role text;
+  secured integer := 0;
+begin
+  for child in
+    select t.relid from pg_catalog.pg_partition_tree(parent) t where t.relid <> parent
+  loop
+    if not (select c.relrowsecurity from pg_catalog.pg_class c where c.oid = child) then
+      execute format('alter table %s enable row level security', child);
+      secured := secured + 1;
+    end if;
+    for api_role in
+      select r.rolname from pg_catalog.pg_roles r
+       where r.rolname in ('anon', 'authenticated', 'service_role')
+         and (pg_catalog.has_table_privilege(r.oid, child, 'select, insert, update, delete'))
+    loop
+      execute format('revoke all on %s from %I', child, api_role);
+    end loop;
+  end loop;
+  return secured;
+end
+""",
+        language="plpgsql",
+    ),
+)
+
+# Partitions of `unit` ("day", "week", "month") covering [since, until), on UTC boundaries,
+# named <parent>_p<to_char(start, suffix)> (pg_partman's names: YYYYMMDD for 5.x), plus the
+# default partition; those that exist are kept. Returns how many it created.
+_CREATE_PARTITIONS = Function(
+    "private.create_partitions",
+    "private.create_partitions(regclass, text, timestamp with time zone,"
+    " timestamp with time zone, text)",
+    _sql_function(
+        "private.create_partitions",
+        "parent regclass, unit text, since timestamptz, until timestamptz,"
+        " suffix text default 'YYYYMMDD'",
+        "integer",
+        """
+declare
+  parent_schema text;
+  parent_name text;
+  start_at timestamp := pg_catalog.date_trunc(unit, since at time zone 'UTC');
+  end_at timestamp;
+  child text;
+  made integer := 0;
+begin
+  select n.nspname, c.relname into parent_schema, parent_name
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+   where c.oid = parent;
+  if not exists (select from pg_catalog.pg_inherits i
+                   join pg_catalog.pg_class c on c.oid = i.inhrelid
+                  where i.inhparent = parent
+                    and pg_catalog.pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT') then
+    execute format('create table %I.%I partition of %s default',
+                   parent_schema, parent_name || '_default', parent);
+    made := made + 1;
+  end if;
+  while start_at < until at time zone 'UTC' loop
+    end_at := start_at + ('1 ' || unit)::interval;
+    child := parent_name || '_p' || pg_catalog.to_char(start_at, suffix);
+    if pg_catalog.to_regclass(format('%I.%I', parent_schema, child)) is null then
+      begin
+        execute format('create table %I.%I partition of %s for values from (%L) to (%L)',
+                       parent_schema, child, parent,
+                       pg_catalog.to_char(start_at, 'YYYY-MM-DD HH24:MI:SS') || '+00',
+                       pg_catalog.to_char(end_at, 'YYYY-MM-DD HH24:MI:SS') || '+00');
+        made := made + 1;
+      exception when invalid_object_definition then
+        null;  -- the range is another partition's already (named otherwise, e.g. by pg_partman)
+      end;
+    end if;
+    start_at := end_at;
+  end loop;
+  perform private.secure_partitions(parent);
+  return made;
+end
+""",
+        language="plpgsql",
+    ),
+)
+
+
 def _document_functions() -> list[Function]:
     found: dict[str, Function] = {}
     for table in metadata.sorted_tables:
@@ -446,6 +543,8 @@ def declared_functions() -> tuple[Function, ...]:
         _WEBHOOK_SECRET,
         _ROTATE_WEBHOOK_SECRET,
         _USER_EXISTS,
+        _SECURE_PARTITIONS,
+        _CREATE_PARTITIONS,
     )
 
 

@@ -2,8 +2,9 @@
 
 Compared, object by object: columns (name, type as PostgreSQL formats it, nullability), CHECK
 constraints (as PostgreSQL deparses them), access (RLS, policies, table and column grants),
-views, functions (body, attributes and who may execute them), triggers and publication
-membership. A hand-edited revision, a hand-run ALTER or a function body changed in code
+views, functions (body, attributes and who may execute them), triggers, publication
+membership and partitioning (key, default partition, partitions closed to the API roles).
+A hand-edited revision, a hand-run ALTER or a function body changed in code
 without a revision shows up here. `alembic check` goes through the same findings (the
 autogenerate comparators in `database.migrations.autogen` turn each into SQL); tests call
 `drift_report`.
@@ -33,6 +34,7 @@ from database.ddl import (
     view_definition_differs,
 )
 from database.schema.base import metadata
+from database.schema.partitions import partitioning_of
 
 
 @dataclass(frozen=True)
@@ -315,6 +317,8 @@ _TRIGGERS = sa.text(
     " from pg_trigger t join pg_class c on c.oid = t.tgrelid"
     " join pg_namespace n on n.oid = c.relnamespace"
     " where n.nspname = 'public' and not t.tgisinternal"
+    # A partition's clone of its parent's row trigger is the parent's, not one of its own.
+    " and t.tgparentid = 0"
 )
 
 
@@ -405,6 +409,65 @@ def publication_findings(connection: sa.Connection) -> list[Finding]:
     return findings
 
 
+# -- partitioning ----------------------------------------------------------------------------
+
+_PARTITIONING = sa.text(
+    "select c.relkind::text as kind, pg_get_partkeydef(c.oid) as key,"
+    " exists (select from pg_inherits i join pg_class p on p.oid = i.inhrelid"
+    "         where i.inhparent = c.oid and pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT')"
+    " as has_default,"
+    " (select count(*) from pg_partition_tree(c.oid) t join pg_class p on p.oid = t.relid"
+    "   where t.relid <> c.oid and (not p.relrowsecurity or exists ("
+    "     select from pg_roles r where r.rolname in ('anon', 'authenticated', 'service_role')"
+    "        and has_table_privilege(r.oid, p.oid, 'select, insert, update, delete'))))"
+    " as open_partitions"
+    " from pg_class c where c.oid = to_regclass(:t)"
+)
+
+
+def partition_findings(connection: sa.Connection) -> list[Finding]:
+    """Declared partitioning against the catalog: partitioned or not, by which key, with a
+    default partition, every partition closed to the API roles. (Partitions ahead of now are
+    time's business: `database maintain` and `inspect partitions`.)"""
+    findings: list[Finding] = []
+    for table in _tables():
+        row = connection.execute(_PARTITIONING, {"t": f"public.{table.name}"}).one_or_none()
+        if row is None:
+            continue
+        spec = partitioning_of(table)
+        target = f"public.{table.name}"
+        convert = (f"-- {target}: a conversion revision (database.migrations.partitions)",)
+        if spec is None:
+            if row.kind == "p":
+                problem = "partitioned, declared plain"
+                findings.append(Finding(f"partitioning {table.name}", problem, convert, ()))
+            continue
+        declared = f"RANGE ({spec.column})"
+        if row.kind != "p" or row.key != declared:
+            have = "not partitioned" if row.kind != "p" else f"partitioned by {row.key}"
+            findings.append(
+                Finding(f"partitioning {table.name}", f"{have}, declared {declared}", convert, ())
+            )
+            continue
+        if not row.has_default:
+            create = f"create table {target}_default partition of {target} default"
+            drop = f"drop table {target}_default"
+            findings.append(
+                Finding(f"partitioning {table.name}", "no default partition", (create,), (drop,))
+            )
+        if row.open_partitions:
+            secure = (f"select private.secure_partitions('{target}')",)
+            findings.append(
+                Finding(
+                    f"partitioning {table.name}",
+                    f"{row.open_partitions} partition(s) open to the API roles (no RLS, a grant)",
+                    secure,
+                    (),
+                )
+            )
+    return findings
+
+
 def object_findings(connection: sa.Connection) -> list[Finding]:
     """Functions, triggers, CHECKs and publication membership, in the order a revision must
     apply them (functions first: CHECKs and triggers call them)."""
@@ -413,6 +476,7 @@ def object_findings(connection: sa.Connection) -> list[Finding]:
         *trigger_findings(connection),
         *check_findings(connection),
         *publication_findings(connection),
+        *partition_findings(connection),
     ]
 
 
@@ -428,4 +492,4 @@ def drift_report(connection: sa.Connection) -> list[str]:
     return problems
 
 
-__all__ = ["Finding", "column_drift", "drift_report", "object_findings"]
+__all__ = ["Finding", "column_drift", "drift_report", "object_findings", "partition_findings"]

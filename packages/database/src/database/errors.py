@@ -32,6 +32,17 @@ class DatabaseUnavailableError(DatabasePackageError):
         super().__init__(f"Cannot connect to PostgreSQL at {where}: {reason}. {hint}")
 
 
+class ReadOnlySessionError(DatabasePackageError):
+    """A write on a read session (a replica, or the primary read-only): refused before it is
+    sent. Write through service_session(), user_session() or anon_session()."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this is a read session (a replica, or the primary read-only): nothing can be"
+            " written through it; use service_session(), user_session() or anon_session()"
+        )
+
+
 class MigrationError(DatabasePackageError):
     """A revision failed. The message says which revision the database is left at."""
 

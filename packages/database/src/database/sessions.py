@@ -8,15 +8,20 @@ Two kinds of session (ARCHITECTURE decision 6):
   security decides what the user sees. Being transaction-local it is safe behind the
   transaction pooler; an **anon session** is the same with role `anon`.
 
+Each has a **read** variant (`read_session()`, `read_user_session()`, `read_anon_session()`):
+the same, on a read replica (DATABASE_READ_URL, several used in turn; unset: the primary),
+every transaction read-only, and a write refused before it is sent (ReadOnlySessionError).
+
 All of them commit when the block ends normally and roll back on any exception.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -31,12 +36,13 @@ import psycopg.sql
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import ORMExecuteState, UOWTransaction
 from sqlalchemy.pool import Pool
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.connect import Purpose, create_async_engine_for, create_engine_for
-from database.errors import DatabaseUnavailableError, UnknownUserError
+from database.errors import DatabaseUnavailableError, ReadOnlySessionError, UnknownUserError
 from database.settings import Settings, get_settings
 
 Claims = Mapping[str, Any]
@@ -121,12 +127,16 @@ class Database:
         settings: Settings | None = None,
         url: URL | None = None,
         api_url: URL | None = None,
+        read_urls: Sequence[URL] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         # Only looked up, never started: `database up` (or the test plugin) starts a local one.
         self.url = url or self.settings.resolved_url()
         # User and anon sessions: the NOINHERIT API role, never the owner (decision 13).
         self.api_url = api_url or self.settings.api_url(self.url)
+        # Read sessions: the replicas in turn (DATABASE_READ_URL), else the primary.
+        self.read_urls = list(read_urls) if read_urls is not None else self.settings.read_urls()
+        self._turn = itertools.count()
 
     # -- engines (built on first use) ------------------------------------------------------
 
@@ -146,10 +156,38 @@ class Database:
     def async_api_engine(self) -> AsyncEngine:
         return create_async_engine_for(self.api_url, purpose=Purpose.API, settings=self.settings)
 
+    @cached_property
+    def read_engines(self) -> list[Engine]:
+        """Read-only engines: one per replica, or the primary's when there is none."""
+        return [
+            create_engine_for(url, purpose=Purpose.READ, settings=self.settings)
+            for url in self.read_urls or [self.url]
+        ]
+
+    @cached_property
+    def read_api_engines(self) -> list[Engine]:
+        """Read user/anon sessions: the API role (DATABASE_API_URL's user and password) on each
+        replica, or the API URL itself when there is none; autocommit at the driver like the
+        API engine (the impersonation opens the transaction)."""
+        api = self.api_url
+        urls = [u.set(username=api.username, password=api.password) for u in self.read_urls]
+        return [
+            create_engine_for(
+                url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
+            )
+            for url in urls or [api]
+        ]
+
+    def _next(self, engines: list[Engine]) -> Engine:
+        return engines[next(self._turn) % len(engines)]
+
     def dispose(self) -> None:
         for name in ("engine", "api_engine"):
             if name in self.__dict__:
                 self.__dict__.pop(name).dispose()
+        for name in ("read_engines", "read_api_engines"):
+            for engine in self.__dict__.pop(name, []):
+                engine.dispose()
 
     async def adispose(self) -> None:
         for name in ("async_engine", "async_api_engine"):
@@ -161,12 +199,18 @@ class Database:
 
     @contextmanager
     def _session(
-        self, engine: Engine, identity: tuple[str, str] | None, *, verify_user: bool = False
+        self,
+        engine: Engine,
+        identity: tuple[str, str] | None,
+        *,
+        verify_user: bool = False,
+        read_only: bool = False,
     ) -> Iterator[Session]:
+        session: Session
         if identity is None:
-            session = Session(engine, expire_on_commit=False)
+            session = (_ReadSession if read_only else Session)(engine, expire_on_commit=False)
         else:
-            session = _CallerSession(
+            session = (_ReadCallerSession if read_only else _CallerSession)(
                 engine, expire_on_commit=False, info={_IDENTITY: (identity, verify_user)}
             )
         try:
@@ -195,6 +239,27 @@ class Database:
     def anon_session(self) -> AbstractContextManager[Session]:
         """Runs as `anon`, the role of a request without a user token."""
         return self._session(self.api_engine, identity_for({"role": "anon"}))
+
+    def read_session(self) -> AbstractContextManager[Session]:
+        """A service session on a replica (or the primary), read-only: RLS bypassed."""
+        return self._session(self._next(self.read_engines), None, read_only=True)
+
+    def read_user_session(
+        self, *, claims: Claims, verify_user: bool = False
+    ) -> AbstractContextManager[Session]:
+        """`user_session()` on a replica (or the primary), read-only: RLS applies there too."""
+        return self._session(
+            self._next(self.read_api_engines),
+            identity_for(claims),
+            verify_user=verify_user,
+            read_only=True,
+        )
+
+    def read_anon_session(self) -> AbstractContextManager[Session]:
+        """`anon_session()` on a replica (or the primary), read-only."""
+        return self._session(
+            self._next(self.read_api_engines), identity_for({"role": "anon"}), read_only=True
+        )
 
     # -- async sessions --------------------------------------------------------------------
 
@@ -324,6 +389,30 @@ def _impersonate_on_begin(session: Session, _transaction: object, connection: Co
     # One listener for the class, not one registered per session: cheaper per request.
     identity, verify_user = session.info[_IDENTITY]
     impersonate(connection, identity, verify_user=verify_user)
+
+
+class _ReadSession(Session):
+    """A read session: writes are refused before they are sent (the server would refuse them
+    too, later and less clearly)."""
+
+
+class _ReadCallerSession(_CallerSession):
+    """A read user or anon session."""
+
+
+def _refuse_flush(session: Session, _flush: UOWTransaction, _instances: object) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadOnlySessionError()
+
+
+def _refuse_writes(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise ReadOnlySessionError()
+
+
+for _read_class in (_ReadSession, _ReadCallerSession):
+    event.listen(_read_class, "before_flush", _refuse_flush)
+    event.listen(_read_class, "do_orm_execute", _refuse_writes)
 
 
 @lru_cache(maxsize=1)

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("database_api_url", "database_pooler_url")
     )
     db_api_role: Annotated[str, Field(pattern="^[a-z_][a-z0-9_]{0,62}$")] = "crypto_api"
+    # Read replicas, comma-separated, used in turn: `read_session()` and the read user/anon
+    # sessions (which log in there as DATABASE_API_URL's user). Unset: reads use the primary.
+    database_read_url: SecretStr | None = None
 
     supabase_url: AnyHttpUrl | None = None
     supabase_anon_key: SecretStr | None = None
@@ -196,6 +199,7 @@ class Settings(BaseSettings):
     @field_validator(
         "database_url",
         "database_api_url",
+        "database_read_url",
         "database_ssl_root_cert",
         "supabase_url",
         "supabase_anon_key",
@@ -208,6 +212,15 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _valid_read_urls(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for part in value.get_secret_value().split(","):
+                if part.strip():
+                    normalize_database_url(part.strip(), variable="DATABASE_READ_URL")
         return value
 
     @field_validator("database_url", "database_api_url")
@@ -224,6 +237,19 @@ class Settings(BaseSettings):
             return None
         url = normalize_database_url(self.database_url.get_secret_value(), variable="DATABASE_URL")
         return with_ssl_defaults(url, root_cert=self.database_ssl_root_cert)
+
+    def read_urls(self) -> list[URL]:
+        """DATABASE_READ_URL's replicas, in order; empty when reads use the primary."""
+        if self.database_read_url is None:
+            return []
+        return [
+            with_ssl_defaults(
+                normalize_database_url(part.strip(), variable="DATABASE_READ_URL"),
+                root_cert=self.database_ssl_root_cert,
+            )
+            for part in self.database_read_url.get_secret_value().split(",")
+            if part.strip()
+        ]
 
     def local_url(self) -> URL | None:
         """The embedded server's URL as `database up` recorded it in LOCAL_DB_DIR, if it did."""

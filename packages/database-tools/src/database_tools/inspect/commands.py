@@ -176,6 +176,13 @@ def replication(json: JsonFlag = False) -> None:
 
 
 @app.command()
+def partitions(json: JsonFlag = False) -> None:
+    """Time partitions per table: ranges, rows, rows caught by the default partition, and
+    what retention would drop or archive now (`database maintain` applies it)."""
+    _run(json, queries.partitions)
+
+
+@app.command()
 def relationships(json: JsonFlag = False) -> None:
     """The foreign-key graph: each foreign key, then each table's references and referrers."""
     _run(json, queries.relationships)

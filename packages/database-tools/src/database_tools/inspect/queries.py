@@ -541,3 +541,55 @@ def reset_stats(conn: Conn) -> Result:
             ("table, index and database counters", f"not allowed: {exc.diag.message_primary}")
         )
     return Result("reset-stats", ("statistics", "result"), done)
+
+
+# -- time partitions (declared on the models) --------------------------------------------------
+
+
+def partitions(conn: Conn) -> list[Result]:
+    """Per partitioned table of the model: each partition with its range and estimated rows,
+    the rows its default partition caught (exact), and what retention would retire now."""
+    from database import maintenance
+    from database.schema.partitions import partitioned_tables
+
+    listed: list[tuple[Any, ...]] = []
+    summary: list[tuple[Any, ...]] = []
+    for table, spec in partitioned_tables():
+        expired = {p.name for p in maintenance.expired(conn, table.name, spec)}
+        found = maintenance.partitions(conn, table.name)
+        for p in found:
+            bounds = (
+                ("default", None, None)
+                if p.is_default
+                else ("range", p.lower.isoformat() if p.lower else None,
+                      p.upper.isoformat() if p.upper else None)
+            )  # fmt: skip
+            listed.append(
+                (table.name, p.name, *bounds, p.estimated_rows, p.name in expired, p.detach_pending)
+            )
+        summary.append(
+            (
+                table.name,
+                spec.column,
+                spec.interval.value,
+                sum(not p.is_default for p in found),
+                maintenance.default_rows(conn, table.name),
+                spec.retention,
+                spec.retired.value,
+                ", ".join(sorted(expired)),
+            )
+        )
+    return [
+        Result(
+            "partitions",
+            ("table", "partition", "kind", "from", "to", "estimated_rows", "expired",
+             "detach_pending"),
+            listed,
+        ),
+        Result(
+            "partitioned tables",
+            ("table", "column", "interval", "partitions", "default_rows", "retention", "retired",
+             "retention_would_retire"),
+            summary,
+        ),
+    ]  # fmt: skip

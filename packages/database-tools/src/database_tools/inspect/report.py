@@ -3,7 +3,8 @@
 The rules are Supabase's `inspect report` rules (old or ungranted locks, unused indexes, cache
 hit ratio, sequential scans on large tables, tables waiting on autovacuum or never vacuumed)
 plus a few the verbs make cheap (duplicate indexes, blocked and long-running queries, slow
-statements, dead rows, bloat, inactive replication slots).
+statements, dead rows, bloat, inactive replication slots, rows caught by a default
+partition).
 
 Thresholds come from `[tool.database.report]` in the workspace's pyproject.toml, or from a TOML
 file given with `--config` (the same keys, at the top level or under that table). Rules about
@@ -261,6 +262,13 @@ def inactive_slots(conn: Conn, t: Thresholds) -> RuleResult:
     return _verdict("no inactive replication slots", bad)
 
 
+def default_partition_rows(conn: Conn, t: Thresholds) -> RuleResult:
+    rows = queries.partitions(conn)[1].records()
+    bad = [f"{r['table']}_default: {r['default_rows']} rows" for r in rows if r["default_rows"]]
+    detail = "rows outside every partition's range: make their partitions, then move them"
+    return _verdict("no rows in a default partition", bad, detail if bad else "")
+
+
 RULES: list[Rule] = [
     old_locks,
     ungranted_locks,
@@ -276,6 +284,7 @@ RULES: list[Rule] = [
     slow_statements,
     bloated,
     inactive_slots,
+    default_partition_rows,
 ]
 
 

@@ -45,12 +45,19 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     return True
 
 
+#: Partitions in the database (read when autogenerate connects): their parent is the model;
+#: the partitions themselves are made by `database maintain` or pg_partman, never by a revision.
+_PARTITIONS: set[str] = set()
+
+
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
     # Keep stubs of other schemas' tables (auth.users) and views out of table autogenerate;
     # views, policies and grants are compared by database.migrations.autogen instead.
     if type_ == "table":
+        if reflected and compare_to is None and name in _PARTITIONS:
+            return False
         return obj.schema in MANAGED_SCHEMAS and not obj.info.get("view")
     # A generated column present on both sides is left out: Alembic cannot compare its
     # expression, and its server-default comparison breaks on one (1.20); column_drift checks
@@ -117,6 +124,15 @@ def run_migrations_online() -> None:
             connection.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
             connection.execute(text(f"create schema if not exists {VERSION_TABLE_SCHEMA}"))
             pid = connection.execute(text("select pg_backend_pid()")).scalar_one()
+            _PARTITIONS.update(
+                connection.execute(
+                    text(
+                        "select c.relname from pg_class c"
+                        " join pg_namespace n on n.oid = c.relnamespace"
+                        " where c.relispartition and n.nspname = 'public'"
+                    )
+                ).scalars()
+            )
             connection.commit()
             watch = BlockerWatch(url, pid=pid, settings=settings)
             config.attributes["lock_watch"] = watch

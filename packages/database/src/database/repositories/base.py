@@ -29,6 +29,7 @@ from database.ddl import QUOTA_SQLSTATE
 from database.errors import ConflictError, InvalidInputError, invalid_input
 from database.repositories.pagination import decode_cursor, encode_cursor
 from database.schema.base import Page, build_row, metadata
+from database.schema.partitions import partitioned_tables
 from database.schema.registry import SCHEMAS, TableSchemas
 from database.sessions import run_in
 
@@ -173,7 +174,8 @@ class Repository(Generic[RowT]):
 
     def delete(self, *, id: Any) -> bool:
         """True when a row was deleted (False: absent, or not this session's user's)."""
-        (pk,) = self.model.__table__.primary_key.columns  # type: ignore[attr-defined]
+        # The mapper's identity: `id` also on partitioned tables, whose key holds more.
+        (pk,) = sa.inspect(self.model).primary_key
         with refused_writes():
             result = self.session.execute(sa.delete(self.model).where(pk == id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -234,6 +236,24 @@ def _constraint_columns(name: str | None) -> list[str]:
     return []
 
 
+def declared_constraint(table: str | None, constraint: str | None) -> str | None:
+    """The declared name of `constraint`: a partition reports its own copy of the parent's key
+    (`<partition>_pkey`, `<partition>_<columns>_key`, cut to 63 bytes); CHECKs keep theirs."""
+    if not table or not constraint or not constraint.startswith(f"{table}_"):
+        return constraint
+    for parent, _ in partitioned_tables():
+        if not table.startswith(f"{parent.name}_"):
+            continue
+        rest = constraint.removeprefix(f"{table}_")
+        if rest == "pkey":
+            return str(parent.primary_key.name)
+        uniques = [c for c in parent.constraints if isinstance(c, sa.UniqueConstraint)]
+        for unique in uniques:
+            if "_".join(c.name for c in unique.columns).startswith(rest.removesuffix("_key")):
+                return str(unique.name)
+    return constraint
+
+
 def refused_write(exc: sa.exc.DBAPIError) -> ConflictError | InvalidInputError | None:
     """A database refusal as ConflictError / InvalidInputError naming field and constraint, or
     None when `exc` is not about the data written (a lost connection, a timeout)."""
@@ -241,7 +261,7 @@ def refused_write(exc: sa.exc.DBAPIError) -> ConflictError | InvalidInputError |
     if not isinstance(orig, psycopg.Error) or orig.sqlstate is None:
         return None
     diag = orig.diag
-    constraint = diag.constraint_name
+    constraint = declared_constraint(diag.table_name, diag.constraint_name)
     columns = _constraint_columns(constraint)
     field = diag.column_name or ", ".join(columns) or diag.table_name or "row"
     if orig.sqlstate == QUOTA_SQLSTATE:  # the quota trigger: "limit reached: at most …"

@@ -221,11 +221,31 @@ def _merge_sql(plan: CopyPlan, stage: str, on_conflict: str) -> sql.Composed:
                 sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in changing
             ),
         )
+    if not plan.table.dialect_options["postgresql"]["partition_by"]:
+        return sql.SQL(
+            "with merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
+            " order by {order} on conflict ({key}) {action} returning (xmax = 0) as inserted)"
+            " select count(*) filter (where inserted), count(*) filter (where not inserted)"
+            " from merged"
+        ).format(
+            target=target,
+            cols=cols,
+            stage=sql.Identifier(stage),
+            order=_key_order(plan),
+            key=key,
+            action=action,
+        )
+    # A partitioned table cannot return xmax from this INSERT: a row is new when its key was
+    # not there in the statement's snapshot (the same snapshot the merge runs in).
     return sql.SQL(
-        "with merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
-        " order by {order} on conflict ({key}) {action} returning (xmax = 0) as inserted)"
+        "with present as (select {key} from {target} where ({key}) in"
+        " (select {key} from {stage})),"
+        " merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
+        " order by {order} on conflict ({key}) {action} returning {key}),"
+        " flagged as (select not exists (select from present p where ({pkey}) = ({mkey}))"
+        " as inserted from merged m)"
         " select count(*) filter (where inserted), count(*) filter (where not inserted)"
-        " from merged"
+        " from flagged"
     ).format(
         target=target,
         cols=cols,
@@ -233,4 +253,6 @@ def _merge_sql(plan: CopyPlan, stage: str, on_conflict: str) -> sql.Composed:
         order=_key_order(plan),
         key=key,
         action=action,
+        pkey=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in plan.key),
+        mkey=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(c)) for c in plan.key),
     )

@@ -57,6 +57,12 @@ _BUILD = sa.text(
                sum(base_amount) as volume
           from priced
          group by 1
+    ), present as (
+        -- ohlcv is partitioned: its INSERT cannot return xmax, so a bar is new
+        -- when its key was not there in this statement's snapshot.
+        select o.bucket_start from ohlcv o, pool
+         where o.source = pool.source and o.symbol = pool.symbol and o.timeframe = :timeframe
+           and o.bucket_start >= :start and o.bucket_start < :end
     ), merged as (
         insert into ohlcv as o (source, symbol, timeframe, bucket_start, open, high, low, close,
                                 volume)
@@ -69,7 +75,7 @@ _BUILD = sa.text(
          where (o.open, o.high, o.low, o.close, o.volume)
                is distinct from (excluded.open, excluded.high, excluded.low, excluded.close,
                                  excluded.volume)
-        returning (xmax = 0) as inserted
+        returning o.bucket_start not in (select bucket_start from present) as inserted
     )
     select (select count(*) filter (where inserted) from merged) as inserted,
            (select count(*) filter (where not inserted) from merged) as updated,

@@ -4,7 +4,7 @@ all answered by SQL over the (source, symbol, timeframe, bucket_start) index."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -101,21 +101,28 @@ class OhlcvRepository(Repository[Ohlcv]):
     def get_latest(
         self, *, source: str, symbol: str, timeframe: Timeframe | str, n: int = 100
     ) -> list[Bar]:
-        """The newest `n` bars, oldest first."""
+        """The newest `n` bars, oldest first.
+
+        First within the last `n` buckets before now (the table is partitioned by time: the
+        bound prunes every older partition), then, for a series that stopped or has holes,
+        without a bound."""
         check_limit(n)
+        tf = _timeframe(timeframe)
+        params = {
+            "source": source,
+            "symbol": symbol.strip().upper(),
+            "timeframe": tf.value,
+            "n": n,
+            "since": datetime.now(UTC) - n * timedelta(seconds=tf.seconds),
+        }
+        sql = f"select {_BAR_COLUMNS} from ohlcv where {_SERIES}{{bound}}"
+        sql += " order by bucket_start desc limit :n"
         rows = self.session.execute(
-            sa.text(
-                f"select {_BAR_COLUMNS} from ohlcv where {_SERIES}"
-                " order by bucket_start desc limit :n"
-            ),
-            {
-                "source": source,
-                "symbol": symbol.strip().upper(),
-                "timeframe": _timeframe(timeframe).value,
-                "n": n,
-            },
-        )
-        return [Bar(*row) for row in reversed(rows.all())]
+            sa.text(sql.format(bound=" and bucket_start >= :since")), params
+        ).all()
+        if len(rows) < n:
+            rows = self.session.execute(sa.text(sql.format(bound="")), params).all()
+        return [Bar(*row) for row in reversed(rows)]
 
     def gaps(
         self,

@@ -21,6 +21,13 @@ from database.schema.base import (
     check,
     unset,
 )
+from database.schema.partitions import (
+    PARTITIONED_MAPPER,
+    Interval,
+    Partitioning,
+    Retired,
+    partitioned,
+)
 from database.schema.rules import Int, SmallInt, Text
 from database.schema.types import (
     PRICE_DIGITS,
@@ -223,17 +230,32 @@ class DexTradeBase(SQLModel):
     trader_address: ChainAddress | None = Field(default=None, sa_type=_TEXT)
 
 
-# Swaps, written in bulk by collectors (natural key: network, tx_hash, log_index); read by all.
+#: A week of swaps per partition, a year kept, then moved to the archive schema.
+DEX_TRADES_PARTITIONS = Partitioning(
+    column="block_timestamp",
+    interval=Interval.WEEK,
+    premake=2,
+    retention="52 weeks",
+    retired=Retired.ARCHIVE,
+)
+
+
+# Swaps, written in bulk by collectors (natural key: network, tx_hash, log_index and the block
+# time, which a swap's transaction fixes, so the key is as unique as before); read by all.
 class DexTrade(CreatedAtMixin, DexTradeBase, IdMixin, table=True):
     __tablename__ = "dex_trades"
     __table_args__ = (
-        sa.UniqueConstraint("network", "tx_hash", "log_index"),
+        sa.UniqueConstraint("network", "tx_hash", "log_index", "block_timestamp"),
         # A pool's trades in time order: keyset pages and OHLCV bars built from them.
         sa.Index("ix_dex_trades_pool_id_block_timestamp_id", "pool_id", "block_timestamp", "id"),
         check(_evm_lower("tx_hash"), "tx_hash_evm_lowercase"),
         check(_evm_lower("trader_address"), "trader_address_evm_lowercase"),
-        access_info(AccessClass.PUBLIC_DATA),
+        partitioned(access_info(AccessClass.PUBLIC_DATA), DEX_TRADES_PARTITIONS),
     )
+    __mapper_args__ = PARTITIONED_MAPPER
+
+    # Part of the primary key (id, block_timestamp): a partitioned table's keys hold its key.
+    block_timestamp: AwareDatetime = Field(sa_type=sa.DateTime(timezone=True), primary_key=True)
 
 
 class DexTradeCreate(DexTradeBase):

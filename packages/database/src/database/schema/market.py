@@ -21,6 +21,13 @@ from database.schema.base import (
     check,
     unset,
 )
+from database.schema.partitions import (
+    PARTITIONED_MAPPER,
+    Interval,
+    Partitioning,
+    Retired,
+    partitioned,
+)
 from database.schema.rules import Text
 from database.schema.streams import StreamMixin, restamps_stream, stream_index
 from database.schema.types import (
@@ -83,17 +90,32 @@ class MarketDataBase(SQLModel):
         return self
 
 
+#: Quotes come fast and age fast: a week per partition, twelve weeks kept, then dropped.
+MARKET_DATA_PARTITIONS = Partitioning(
+    column="observed_at",
+    interval=Interval.WEEK,
+    premake=2,
+    retention="12 weeks",
+    retired=Retired.DROP,
+)
+
+
 # Quotes are written by collectors (service) and read by everyone.
 class MarketData(CreatedAtMixin, MarketDataBase, IdMixin, StreamMixin, table=True):
     __tablename__ = "market_data"
     __table_args__ = (
-        stream_index("market_data"),  # alert sources: read in commit order
+        # Alert sources read in commit order; this reads one index probe per partition.
+        stream_index("market_data"),
         sa.UniqueConstraint("exchange", "symbol", "observed_at"),
         # "Latest quote for a symbol" across exchanges walks this index backwards.
         sa.Index("ix_market_data_symbol_observed_at", "symbol", "observed_at"),
         check("bid <= ask", "bid_not_above_ask"),
-        access_info(AccessClass.PUBLIC_DATA),
+        partitioned(access_info(AccessClass.PUBLIC_DATA), MARKET_DATA_PARTITIONS),
     )
+    __mapper_args__ = PARTITIONED_MAPPER
+
+    # Part of the primary key (id, observed_at): a partitioned table's keys hold its key.
+    observed_at: AwareDatetime = Field(sa_type=_TS, primary_key=True)
 
 
 class MarketDataCreate(MarketDataBase):
@@ -157,6 +179,17 @@ class OhlcvBase(SQLModel):
         return self
 
 
+#: ~1.4 M one-minute bars a day for 1,000 symbols: a month per partition, two years kept,
+#: then moved to the archive schema.
+OHLCV_PARTITIONS = Partitioning(
+    column="bucket_start",
+    interval=Interval.MONTH,
+    premake=3,
+    retention="24 months",
+    retired=Retired.ARCHIVE,
+)
+
+
 # Bars are written in bulk by collectors and read by everyone.
 class Ohlcv(CreatedAtMixin, OhlcvBase, IdMixin, table=True):
     __tablename__ = "ohlcv"
@@ -165,8 +198,12 @@ class Ohlcv(CreatedAtMixin, OhlcvBase, IdMixin, table=True):
         sa.UniqueConstraint("source", "symbol", "timeframe", "bucket_start"),
         check("low <= open and low <= close and open <= high and close <= high", "low_high_bound"),
         check(_ALIGNED_SQL, "bucket_start_aligned"),
-        access_info(AccessClass.PUBLIC_DATA),
+        partitioned(access_info(AccessClass.PUBLIC_DATA), OHLCV_PARTITIONS),
     )
+    __mapper_args__ = PARTITIONED_MAPPER
+
+    # Part of the primary key (id, bucket_start): a partitioned table's keys hold its key.
+    bucket_start: AwareDatetime = Field(sa_type=_TS, primary_key=True)
 
 
 class OhlcvCreate(OhlcvBase):
