@@ -6,7 +6,7 @@ open-order and backtest quotas, element checks of text[] columns; the quota trig
 of alerts and watchlist_entries recreated without their `when (true)`
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0003
 Create Date: 2026-12-01 08:19:37.473525
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,8 +2,8 @@
 beside records collected; the owner (host:pid, which holds the run's advisory lock while it
 runs); status `abandoned` for runs whose process died
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01 08:20:40.157637
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 from database.migrations.steps import validate_constraints
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+revision: str = "0011"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
