@@ -14,6 +14,7 @@ from pathlib import Path
 from bench import alert_service as alert_bench
 from bench import database as db_bench
 from bench import indexes as index_bench
+from bench import partitions as partition_bench
 from bench import seeds as seeds_bench
 from bench import whale_tracker as wt_bench
 from bench.harness import HEADER, Report, fresh_database
@@ -42,6 +43,15 @@ def main() -> int:
             gap_bars=100_000 if quick else 500_000,
             missing=10 if quick else 50,
             runs=50 if quick else 200,
+        )
+        partition_bench.partitioned_ohlcv(
+            report,
+            url,
+            symbols=10 if quick else 20,
+            bars=35_000 if quick else 500_000,  # 15-minute bars (quick) or 1-minute: a year
+            step=15 if quick else 1,
+            runs=50 if quick else 200,
+            judge=not quick,
         )
         index_bench.brin_or_btree(
             report, url, rows=500_000 if quick else 5_000_000, repeat=20 if quick else 50
