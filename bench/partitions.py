@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from datetime import timedelta
 
 from sqlalchemy.engine import URL
 
@@ -53,17 +54,20 @@ def partitioned_ohlcv(
             "select count(*) from pg_inherits where inhparent = 'public.ohlcv'::regclass"
         ).fetchone()
 
-        # A 500-bar range read in the middle of one series: what get_range sends.
+        # A 500-bar range read in the middle of one series, bounds bound as get_range binds
+        # them (so the planner prunes with their values).
+        hour = conn.execute("select date_trunc('hour', now())").fetchone()
+        assert hour is not None
+        end = hour[0] - timedelta(minutes=bars // 2 * step)
+        start = end - timedelta(minutes=_READ_BARS * step)
+
         def read_ms(table: str) -> float:
             sql = (
                 f"select bucket_start, open, high, low, close, volume from {table}"
                 " where source = 'binance' and symbol = 'S1/USDT' and timeframe = %s"
-                " and bucket_start >= date_trunc('hour', now()) - make_interval(mins => %s)"
-                " and bucket_start < date_trunc('hour', now()) - make_interval(mins => %s)"
-                " order by bucket_start"
+                " and bucket_start >= %s and bucket_start < %s order by bucket_start"
             )
-            middle = bars // 2 * step
-            params = (f"{step}m", middle, middle - _READ_BARS * step)
+            params = (f"{step}m", start, end)
             assert len(conn.execute(sql, params).fetchall()) == _READ_BARS
             samples = []
             for _ in range(runs):
@@ -74,20 +78,24 @@ def partitioned_ohlcv(
 
         plain_ms, parted_ms = read_ms(_PLAIN), read_ms("ohlcv")
 
-        # Retiring the oldest month: a DELETE of its rows against detaching and dropping it.
+        # Retiring a month (the oldest full one: the first is partly filled): a DELETE of its
+        # rows against detaching and dropping its partition.
         oldest = conn.execute(
             "select c.oid::regclass::text, pg_get_expr(c.relpartbound, c.oid)"
             " from pg_inherits i join pg_class c on c.oid = i.inhrelid"
             " where i.inhparent = 'public.ohlcv'::regclass"
             " and pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'"
             " and exists (select from ohlcv o where o.tableoid = c.oid)"
-            " order by c.relname limit 1"
+            " order by c.relname limit 1 offset 1"
         ).fetchone()
         assert oldest is not None
         partition, bound = oldest
+        lower = bound.split("FROM ('", 1)[1].split("')", 1)[0]
         upper = bound.split(" TO ('", 1)[1].split("')", 1)[0]
         started = time.perf_counter()
-        deleted = conn.execute(f"delete from {_PLAIN} where bucket_start < %s", (upper,)).rowcount
+        deleted = conn.execute(
+            f"delete from {_PLAIN} where bucket_start >= %s and bucket_start < %s", (lower, upper)
+        ).rowcount
         conn.execute(f"vacuum {_PLAIN}")  # a DELETE's space comes back only then
         delete_s = time.perf_counter() - started
         started = time.perf_counter()
