@@ -221,20 +221,21 @@ def _merge_sql(plan: CopyPlan, stage: str, on_conflict: str) -> sql.Composed:
                 sql.SQL("excluded.{}").format(sql.Identifier(c)) for c in changing
             ),
         )
+    parts = {
+        "target": target,
+        "cols": cols,
+        "stage": sql.Identifier(stage),
+        "order": _key_order(plan),
+        "key": key,
+        "action": action,
+    }
     if not plan.table.dialect_options["postgresql"]["partition_by"]:
         return sql.SQL(
             "with merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
             " order by {order} on conflict ({key}) {action} returning (xmax = 0) as inserted)"
             " select count(*) filter (where inserted), count(*) filter (where not inserted)"
             " from merged"
-        ).format(
-            target=target,
-            cols=cols,
-            stage=sql.Identifier(stage),
-            order=_key_order(plan),
-            key=key,
-            action=action,
-        )
+        ).format(**parts)
     # A partitioned table cannot return xmax from this INSERT: a row is new when its key was
     # not there in the statement's snapshot (the same snapshot the merge runs in).
     return sql.SQL(
@@ -247,12 +248,7 @@ def _merge_sql(plan: CopyPlan, stage: str, on_conflict: str) -> sql.Composed:
         " select count(*) filter (where inserted), count(*) filter (where not inserted)"
         " from flagged"
     ).format(
-        target=target,
-        cols=cols,
-        stage=sql.Identifier(stage),
-        order=_key_order(plan),
-        key=key,
-        action=action,
+        **parts,
         pkey=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in plan.key),
         mkey=sql.SQL(", ").join(sql.SQL("m.{}").format(sql.Identifier(c)) for c in plan.key),
     )
