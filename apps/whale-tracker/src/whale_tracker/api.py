@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Query, Response
 from sqlmodel import Field
 
-from database.errors import NotFoundError
 from database.repositories import AsyncRepository, WhaleTransactionRepository
 from database.schema import Chain
 from database.schema.whales import (
@@ -26,9 +25,9 @@ from database.schema.whales import (
 from database.sessions import Database
 from service_kit.app import create_service_app
 from service_kit.errors import responses
-from service_kit.pages import items_response, page_response, row_response
+from service_kit.pages import items_response, public_page_response, public_row_response
 from service_kit.params import MAX_PAGE, Cursor, IsoDateTime
-from service_kit.sessions import CallerSession
+from service_kit.sessions import CallerIdentity, CallerSession
 from service_kit.tokens import TokenVerifier
 
 TX_HASH_PATTERN = "^0[xX][0-9a-fA-F]{64}$"
@@ -77,16 +76,16 @@ def create_app(
         responses=responses(401, 413, 422, 503),
     )
     async def list_whale_transactions(
-        s: CallerSession,
+        caller: CallerIdentity,
         filters: Annotated[WhaleQuery, Query()],
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Cursor = None,
     ) -> Response:
         """Newest first. Pass `next_cursor` back as `cursor` for the next page."""
-        page = await _whales(s).run(
-            WhaleTransactionRepository.search, filters=filters, limit=limit, cursor=cursor
+        listing = WhaleTransactionRepository.search_public(
+            WhaleTransactionPublic, filters=filters, limit=limit, cursor=cursor
         )
-        return page_response(page, WhaleTransactionsPublic)
+        return await public_page_response(caller, listing)
 
     @app.get(
         "/whale-transactions/top",
@@ -111,12 +110,10 @@ def create_app(
         responses=responses(401, 404, 409, 413, 422, 503),
     )
     async def get_whale_transaction(
-        s: CallerSession, tx_hash: Annotated[str, Path(pattern=TX_HASH_PATTERN)]
+        caller: CallerIdentity, tx_hash: Annotated[str, Path(pattern=TX_HASH_PATTERN)]
     ) -> Response:
-        row = await _whales(s).run(WhaleTransactionRepository.get_by_hash, hash=tx_hash)
-        if row is None:
-            raise NotFoundError(what="whale transaction with that hash")
-        return row_response(row, WhaleTransactionPublic, what="whale transaction")
+        query = WhaleTransactionRepository.get_by_hash_public(WhaleTransactionPublic, hash=tx_hash)
+        return await public_row_response(caller, query, what="whale transaction with that hash")
 
     @app.get(
         "/stats/daily",

@@ -363,6 +363,13 @@ def impersonate(
         raise UnknownUserError()
 
 
+def impersonation_sql(identity: tuple[str, str], *, verify_user: bool = False) -> str:
+    """The statement that makes the rest of a transaction run as `identity`, as text; its one
+    row's last column is whether the claims name a known user (always true without
+    `verify_user`)."""
+    return _impersonation(*identity, verify_user=verify_user, opens=False)
+
+
 @lru_cache(maxsize=4096)
 def _impersonation(role: str, claims: str, *, verify_user: bool, opens: bool) -> str:
     """The statement as text, literals quoted by the driver (no parameters: a simple query may

@@ -19,8 +19,10 @@ from fastapi import Response
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from database.errors import ConflictError, invalid_input
+from database.errors import ConflictError, NotFoundError, invalid_input
+from database.repositories.base import PublicListing, PublicQuery
 from database.schema.base import Page
+from service_kit.sessions import Caller
 
 log = logging.getLogger("service_kit.pages")
 
@@ -130,6 +132,27 @@ def page_response(page: Page[Any], response: type[Page[Any]]) -> Response:
     shape = _shape(item)
     data = public_items(page.data, item)
     return _json(shape.page.dump_json({"data": data, "next_cursor": page.next_cursor}))
+
+
+async def public_page_response(caller: Caller, listing: PublicListing) -> Response:
+    """A listing whose JSON the server rendered (`Repository.public_listing`), read as the
+    caller in one round trip and sent as it came: `{"data": [...], "next_cursor": ...}`, the
+    same bytes `page_response` writes for those rows."""
+    page = listing.page(await caller.read(sql=listing.sql, params=listing.params))
+    cursor = b"null" if page.next_cursor is None else f'"{page.next_cursor}"'.encode()
+    body = b"".join(
+        (b'{"data":[', ",".join(page.items).encode(), b'],"next_cursor":', cursor, b"}")
+    )
+    return _json(body)
+
+
+async def public_row_response(caller: Caller, query: PublicQuery, *, what: str) -> Response:
+    """The one row of `query` (`Repository.public_one`), read as the caller in one round trip
+    and sent as the server rendered it; no row is a NotFoundError naming `what`."""
+    rows = await caller.read(sql=query.sql, params=query.params)
+    if not rows:
+        raise NotFoundError(what=what)
+    return _json(rows[0][0].encode())
 
 
 def items_response(rows: list[Any], item: type[BaseModel]) -> Response:

@@ -9,16 +9,18 @@ database's grants and policies decide what the caller sees, exactly as for Supab
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Header, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from database.sessions import Database, run_in
+from database.caller_reads import read_as
+from database.sessions import Database, identity_for, run_in
 
-__all__ = ["CallerSession", "UserSession", "current_user_id", "run_in"]
+__all__ = ["CallerIdentity", "CallerSession", "UserSession", "current_user_id", "run_in"]
 from service_kit.tokens import InvalidTokenError, TokenVerifier
 
 
@@ -51,6 +53,37 @@ async def caller_session(
         yield session
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking (anon, or a verified token's claims), for reads that need no session: a
+    listing read in one round trip (`database.caller_reads`)."""
+
+    database: Database
+    identity: tuple[str, str]
+    verify_user: bool
+
+    async def read(self, *, sql: str, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+        return await read_as(
+            self.database.async_api_engine,
+            identity=self.identity,
+            sql=sql,
+            params=params,
+            verify_user=self.verify_user,
+        )
+
+
+async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """The caller: anon without a token, the user's claims with one (a bad token is a 401)."""
+    database: Database = request.app.state.database
+    if authorization is None:
+        return Caller(database=database, identity=_ANON, verify_user=False)
+    claims = await verified_claims(request, authorization)
+    return Caller(database=database, identity=identity_for(claims), verify_user=True)
+
+
+_ANON = identity_for({"role": "anon"})
+
+
 async def user_session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> AsyncIterator[AsyncSession]:
@@ -67,6 +100,7 @@ async def user_session(
 # FastAPI's default ("request") commits after the response is out: a client could read before
 # its own write was committed, and a failed commit would follow a 2xx already sent.
 CallerSession = Annotated[AsyncSession, Depends(caller_session, scope="function")]
+CallerIdentity = Annotated[Caller, Depends(caller)]
 UserSession = Annotated[AsyncSession, Depends(user_session, scope="function")]
 
 

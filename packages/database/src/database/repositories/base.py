@@ -16,17 +16,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
 from functools import cache
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.ddl import QUOTA_SQLSTATE
 from database.errors import ConflictError, InvalidInputError, invalid_input
+from database.public_json import row_json
 from database.repositories.pagination import decode_cursor, encode_cursor
 from database.schema.base import Page, build_row, metadata
 from database.schema.partitions import partitioned_tables
@@ -108,19 +113,17 @@ class Repository(Generic[RowT]):
         """One page of rows (attributes named like the model's), in `sort` order. Pass the
         returned `next_cursor` to get the next page."""
         check_limit(limit)
-        keys = [self.column(name) for name in self.sort]
+        keys = self.sort_keys()
         conditions = [*where]
         conditions += [self.column(k) == v for k, v in (filters or {}).items()]
         if cursor is not None:
             values = decode_cursor(cursor, width=len(keys), listing=self.listing(newest_first))
-            after = sa.tuple_(*(sa.literal(v, k.type) for v, k in zip(values, keys, strict=True)))
-            conditions.append(
-                sa.tuple_(*keys) < after if newest_first else sa.tuple_(*keys) > after
-            )
+            after = [sa.literal(v, k.type) for v, k in zip(values, keys, strict=True)]
+            conditions.append(_after(keys, after, newest_first=newest_first))
         statement = (
             sa.select(*self.row_columns())
             .where(*conditions)
-            .order_by(*(k.desc() if newest_first else k.asc() for k in keys))
+            .order_by(*_order(keys, newest_first=newest_first))
             .limit(limit + 1)
         )
         rows = list(self.session.execute(statement).all())
@@ -131,6 +134,72 @@ class Repository(Generic[RowT]):
             [getattr(last, k.key) for k in keys], listing=self.listing(newest_first)
         )
         return Page.model_construct(data=rows[:limit], next_cursor=next_cursor)
+
+    @classmethod
+    def sort_keys(cls) -> tuple[Any, ...]:
+        return tuple(cls.column(name) for name in cls.sort)
+
+    @classmethod
+    def public_listing(
+        cls,
+        public: type[BaseModel],
+        *,
+        conditions: Mapping[str, Callable[[Any], sa.ColumnElement[bool]]],
+        values: Mapping[str, Any],
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> PublicListing:
+        """`list` as `public`'s JSON rendered by the server (`database.public_json`): the SQL,
+        its parameters and how its rows become a page. `conditions[name](value)` is the filter
+        `name`; those named in `values` apply, each bound to its value."""
+        check_limit(limit)
+        after: list[Any] = []
+        if cursor is not None:
+            width = len(cls.sort)
+            after = decode_cursor(cursor, width=width, listing=cls.listing(newest_first))
+        names = tuple(sorted(values))
+
+        def build() -> sa.Select[Any]:
+            keys = cls.sort_keys()
+            where = [conditions[name](sa.bindparam(name)) for name in names]
+            if after:
+                bound = [sa.bindparam(f"after_{i}", type_=k.type) for i, k in enumerate(keys)]
+                where.append(_after(keys, bound, newest_first=newest_first))
+            return (
+                sa.select(cls.public_json(public), *keys)
+                .where(*where)
+                .order_by(*_order(keys, newest_first=newest_first))
+                .limit(sa.bindparam("limit", type_=sa.Integer))
+            )
+
+        sql = _compiled((cls, public, names, bool(after), newest_first), build)
+        params = {name: bound_value(name, value) for name, value in values.items()}
+        params |= {f"after_{i}": value for i, value in enumerate(after)}
+        params["limit"] = limit + 1
+        return PublicListing(sql=sql, params=params, limit=limit, listing=cls.listing(newest_first))
+
+    @classmethod
+    def public_one(
+        cls,
+        public: type[BaseModel],
+        *,
+        condition: Callable[[Any], sa.ColumnElement[bool]],
+        name: str,
+        value: Any,
+    ) -> PublicQuery:
+        """The row where `condition(value)` holds (a unique key), as `public`'s JSON rendered
+        by the server; `name` names the condition (one compiled statement per name)."""
+
+        def build() -> sa.Select[Any]:
+            return sa.select(cls.public_json(public)).where(condition(sa.bindparam(name)))
+
+        sql = _compiled((cls, public, "one", name), build)
+        return PublicQuery(sql=sql, params={name: bound_value(name, value)})
+
+    @classmethod
+    def public_json(cls, public: type[BaseModel]) -> sa.Label[str]:
+        return row_json(public, cls.model.__table__).label("json")  # type: ignore[attr-defined]
 
     def create(self, /, *, data: BaseModel | Mapping[str, Any], **extra: Any) -> RowT:
         """Insert a row from the Create schema (`extra`: fields it does not carry, e.g. user_id).
@@ -184,6 +253,82 @@ class Repository(Generic[RowT]):
 @cache
 def _row_columns(model: type[SQLModel]) -> tuple[sa.Label[Any], ...]:
     return tuple(attr.columns[0].label(attr.key) for attr in sa.inspect(model).column_attrs)
+
+
+def _order(keys: Sequence[Any], *, newest_first: bool) -> list[Any]:
+    return [k.desc() if newest_first else k.asc() for k in keys]
+
+
+def _after(keys: Sequence[Any], after: Sequence[Any], *, newest_first: bool) -> Any:
+    """Rows past a cursor: a row comparison, which the (keys) index answers as one range."""
+    return (
+        sa.tuple_(*keys) < sa.tuple_(*after)
+        if newest_first
+        else sa.tuple_(*keys) > sa.tuple_(*after)
+    )
+
+
+def plain_value(value: Any) -> Any:
+    """A value as its column holds it (psycopg would send an enum's name, not its value)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def bound_value(name: str, value: Any) -> Any:
+    """`value` as a client-bound parameter: as its column holds it, instants in UTC (the text
+    of `+18:18` is beyond what PostgreSQL reads as an offset; the instant is not)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise InvalidInputError(field=name, rule="is out of range in UTC") from None
+    return plain_value(value)
+
+
+_DIALECT = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
+_PUBLIC_SQL: dict[tuple[Any, ...], str] = {}
+
+
+def _compiled(shape: tuple[Any, ...], build: Callable[[], sa.Select[Any]]) -> str:
+    # Compiling costs more than the query it makes: once per shape (which filters are set,
+    # whether a cursor is), then only the parameters change.
+    sql = _PUBLIC_SQL.get(shape)
+    if sql is None:
+        sql = _PUBLIC_SQL[shape] = str(build().compile(dialect=_DIALECT))
+    return sql
+
+
+@dataclass(frozen=True)
+class PublicQuery:
+    """Rows rendered by the server as a Public model's JSON: `sql` with `%(name)s` placeholders
+    for `params`, bound by the client (so one simple query can carry the caller's role too).
+    Each row's first column is the JSON text."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PublicListing(PublicQuery):
+    """A page of a listing: rows are (json, *sort keys), one more than `limit` when a next
+    page exists."""
+
+    limit: int
+    listing: str
+
+    def page(self, rows: Sequence[Sequence[Any]]) -> JsonPage:
+        items = [row[0] for row in rows[: self.limit]]
+        if len(rows) <= self.limit:
+            return JsonPage(items=items, next_cursor=None)
+        keys = rows[self.limit - 1][1:]
+        return JsonPage(items=items, next_cursor=encode_cursor(keys, listing=self.listing))
+
+
+@dataclass(frozen=True)
+class JsonPage:
+    """One page as the JSON texts of its items, in order, and the cursor of the next."""
+
+    items: list[str]
+    next_cursor: str | None
 
 
 class AsyncRepository(Generic[RepoT]):

@@ -2,20 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from database.errors import invalid_input
-from database.repositories.base import Repository, check_limit, validate
+from database.repositories.base import (
+    PublicListing,
+    PublicQuery,
+    Repository,
+    check_limit,
+    plain_value,
+    validate,
+)
 from database.schema.base import Page
 from database.schema.types import TxHash
 from database.schema.whales import WhaleDailyStats, WhaleTransaction, WhaleTransactionFilters
 
 _HASH_ADAPTER: TypeAdapter[str] = TypeAdapter(TxHash)
+
+_t = WhaleTransaction
+#: The search's filters, each given its value (a literal or a bound parameter).
+_FILTERS: dict[str, Callable[[Any], sa.ColumnElement[bool]]] = {
+    "chain": lambda v: _t.chain == v,
+    "address": lambda v: sa.or_(_t.from_address == v, _t.to_address == v),
+    "min_value_eth": lambda v: _t.value_eth >= v,
+    "min_value_usd": lambda v: _t.value_usd >= v,
+    "since": lambda v: _t.block_timestamp >= v,
+    "until": lambda v: _t.block_timestamp < v,
+    "min_score": lambda v: _t.whale_score >= v,
+}
+
+
+def _by_hash(value: Any) -> sa.ColumnElement[bool]:
+    condition: sa.ColumnElement[bool] = _t.hash == value
+    return condition
+
+
+def _normalized(hash: str) -> str:
+    try:
+        return _HASH_ADAPTER.validate_python(hash)
+    except ValidationError as exc:
+        error = invalid_input(exc)
+        error.field = "hash"
+        raise error from None
+
+
+def _filter_values(
+    filters: WhaleTransactionFilters | Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The filters that are set, validated before any I/O."""
+    f = validate(WhaleTransactionFilters, filters or {})
+    return {name: value for name, value in f.model_dump().items() if value is not None}
 
 
 class WhaleTransactionRepository(Repository[WhaleTransaction]):
@@ -24,14 +65,13 @@ class WhaleTransactionRepository(Repository[WhaleTransaction]):
 
     def get_by_hash(self, *, hash: str) -> Any:
         """The transaction (a row with the model's attributes), or None."""
-        try:
-            normalized = _HASH_ADAPTER.validate_python(hash)
-        except ValidationError as exc:
-            error = invalid_input(exc)
-            error.field = "hash"
-            raise error from None
-        statement = sa.select(*self.row_columns()).where(self.column("hash") == normalized)
+        statement = sa.select(*self.row_columns()).where(_by_hash(_normalized(hash)))
         return self.session.execute(statement).one_or_none()
+
+    @classmethod
+    def get_by_hash_public(cls, public: type[BaseModel], *, hash: str) -> PublicQuery:
+        """`get_by_hash`, as `public`'s JSON rendered by the server (no row: not there)."""
+        return cls.public_one(public, condition=_by_hash, name="hash", value=_normalized(hash))
 
     def search(
         self,
@@ -41,24 +81,24 @@ class WhaleTransactionRepository(Repository[WhaleTransaction]):
         cursor: str | None = None,
     ) -> Page[WhaleTransaction]:
         """Newest first, keyset-paginated, every filter optional (validated before any I/O)."""
-        f: Any = validate(WhaleTransactionFilters, filters or {})
-        t = WhaleTransaction
-        where: list[sa.ColumnElement[bool]] = []
-        if f.chain is not None:
-            where.append(t.chain == f.chain.value)
-        if f.address is not None:
-            where.append(sa.or_(t.from_address == f.address, t.to_address == f.address))
-        if f.min_value_eth is not None:
-            where.append(t.value_eth >= f.min_value_eth)
-        if f.min_value_usd is not None:
-            where.append(t.value_usd >= f.min_value_usd)
-        if f.since is not None:
-            where.append(t.block_timestamp >= f.since)
-        if f.until is not None:
-            where.append(t.block_timestamp < f.until)
-        if f.min_score is not None:
-            where.append(t.whale_score >= f.min_score)
+        values = _filter_values(filters)
+        where = [_FILTERS[name](plain_value(value)) for name, value in values.items()]
         return self.list(where=where, limit=limit, cursor=cursor)
+
+    @classmethod
+    def search_public(
+        cls,
+        public: type[BaseModel],
+        *,
+        filters: WhaleTransactionFilters | Mapping[str, Any] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> PublicListing:
+        """`search`, as `public`'s JSON rendered by the server (see `Repository.public_listing`):
+        the same filters, order and cursors."""
+        return cls.public_listing(
+            public, conditions=_FILTERS, values=_filter_values(filters), limit=limit, cursor=cursor
+        )
 
     def top_by_score(
         self, *, limit: int = 10, since: datetime | None = None, until: datetime | None = None
