@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from decimal import Decimal
@@ -204,6 +205,46 @@ def test_without_on_reject_a_refused_row_fails_its_chunk_only(database: Database
     assert "zz_test_refusal" in str(caught.value)
     assert caught.value.committed.rows == 1000  # type: ignore[attr-defined]
     assert _scalar(database, "select count(*) from whale_transactions") == 1000
+
+
+def test_a_row_the_driver_cannot_send_costs_only_itself(database: Database) -> None:
+    """Rows are formatted as COPY text before they are sent: one the driver cannot encode (a
+    lone surrogate, taken as valid by a caller that promised so) is rejected alone."""
+    validator = RowValidator(WhaleTransactionCreate)
+    valid = [validator.validate_python(r) for r in rows(3000)]
+    valid[1234]["to_address"] = "0x\ud800" + "0" * 39
+    rejected: list[Rejected] = []
+    result = BulkWriter(database, chunk_size=1000).upsert(
+        WhaleTransaction, rows=valid, prevalidated=True, on_reject=rejected.append
+    )
+    assert (result.inserted, result.rejected) == (2999, 1) and _adds_up(result)
+    assert [r.position for r in rejected] == [1234] and rejected[0].row is valid[1234]
+    assert "cannot be sent to the database" in rejected[0].reason
+    assert _scalar(database, "select count(*) from whale_transactions") == 2999
+    # Without on_reject it fails its chunk only (the first 1000 rows were committed).
+    with database.engine.begin() as c:
+        c.exec_driver_sql("truncate whale_transactions")
+    with pytest.raises(BulkWriteError) as caught:
+        BulkWriter(database, chunk_size=1000).upsert(
+            WhaleTransaction, rows=valid, prevalidated=True
+        )
+    assert caught.value.committed.rows == 1000  # type: ignore[attr-defined]
+    assert _scalar(database, "select count(*) from whale_transactions") == 1000
+
+
+def test_generated_ids_are_time_ordered_uuid7s_ascending_along_the_key(
+    database: Database,
+) -> None:
+    BulkWriter(database).upsert(WhaleTransaction, rows=rows(2000))
+    with database.service_session() as s:
+        stored = s.execute(sa.text("select id, hash from whale_transactions order by id")).all()
+    ids, hashes = [r.id for r in stored], [r.hash for r in stored]
+    assert len(set(ids)) == 2000
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    # Two chunks (1000, then 1000): in id order, each chunk's rows come in key order.
+    assert hashes[:1000] == sorted(hashes[:1000]) and hashes[1000:] == sorted(hashes[1000:])
+    stamp = ids[0].int >> 80
+    assert abs(stamp - time.time() * 1000) < 600_000  # milliseconds since the epoch
 
 
 def test_invalid_rows_are_rejected_with_their_position_and_the_rest_written(
