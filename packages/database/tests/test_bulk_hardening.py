@@ -113,6 +113,59 @@ def test_concurrent_upserts_over_overlapping_keys_finish_with_the_right_rows(
         assert result.rows == len(batch) and _adds_up(result)
 
 
+def test_keys_the_probe_misses_fall_back_to_the_merge_and_are_not_rewritten(
+    database: Database,
+) -> None:
+    """The probe looks at a chunk's first, middle and last keys only: stored keys elsewhere
+    surface as a unique violation of the direct COPY, which rolls back to the merge. Counts
+    stay exact, and the stored rows are not rewritten."""
+    batch = rows(900)
+    ordered = sorted(batch, key=lambda r: r["hash"])
+    stored = [ordered[i] for i in (100, 101, 600)]  # none first, middle or last
+    BulkWriter(database).upsert(WhaleTransaction, rows=stored)
+    before = _scalar(
+        database, "select string_agg(xmin::text, ',' order by hash) from whale_transactions"
+    )
+    result = BulkWriter(database, chunk_size=5000).upsert(WhaleTransaction, rows=batch)
+    assert (result.inserted, result.unchanged, result.updated, result.chunks) == (897, 3, 0, 1)
+    assert _scalar(database, "select count(*) from whale_transactions") == 900
+    after = _scalar(
+        database,
+        "select string_agg(xmin::text, ',' order by hash) from whale_transactions"
+        f" where hash in ({', '.join(repr(r['hash']) for r in stored)})",
+    )
+    assert after == before
+
+
+def test_writers_racing_over_the_same_new_keys_insert_each_once(database: Database) -> None:
+    """Both start on the direct COPY into an empty table; the loser waits on the winner's keys,
+    meets their unique violation and merges them as unchanged: no error, no duplicate."""
+    batch = rows(3000)
+    results: list[UpsertResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def write(mine: list[dict[str, Any]]) -> None:
+        start.wait()
+        try:
+            results.append(
+                BulkWriter(database, chunk_size=1000).upsert(WhaleTransaction, rows=mine)
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(list(batch),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(r.inserted for r in results) == 3000
+    assert sum(r.unchanged for r in results) == 3000 and all(r.updated == 0 for r in results)
+    assert _scalar(database, "select count(distinct hash) from whale_transactions") == 3000
+    assert _scalar(database, "select count(*) from whale_transactions") == 3000
+
+
 def test_a_deadlock_from_outside_is_retried_and_the_chunk_counted_once(
     database: Database,
 ) -> None:
