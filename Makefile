@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --locked
 ALEMBIC := $(RUN) alembic -c packages/database/alembic.ini
 
-.PHONY: help uv install advisors bench docs docs-check migrate-sql migrate-plan migration-lint inspect report verify demo dev db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
+.PHONY: help uv install advisors bench bench-profile docs docs-check migrate-sql migrate-plan migration-lint inspect report verify demo dev db-up db-down db-url db-status migrate downgrade revision test lint format supabase-start supabase-stop
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -101,3 +101,6 @@ supabase-stop: ## stop the `supabase start` stack
 
 bench: install ## benchmarks (table + bench/results/*.json); `make bench q=1` for the quick run
 	@$(RUN) python -m bench $(if $(q),--quick,)
+
+bench-profile: install ## where bulk upsert and ingest time goes (client/server CPU, per-row stages); q=1 quick
+	@$(RUN) python -m bench.profile $(if $(q),--quick,)

@@ -219,9 +219,10 @@ def bulk_whales(report: Report, url: URL, n: int, repeat: int, *, peers: int | N
         return median_seconds(run, setup=empty, repeat=repeat)
 
     # Into an empty table. Raw COPY and the package's upsert from raw dicts alternate, so both
-    # see the same machine: the ratio is what counts.
+    # see the same machine: the ratio is what counts. Three rounds at least: a median of two
+    # is their mean, and one slow moment of a shared machine moves it.
     copy_times, dict_times = [], []
-    for _ in range(max(repeat, 2)):
+    for _ in range(max(repeat, 3)):
         empty()
         copy_times.append(copy_run())
         empty()

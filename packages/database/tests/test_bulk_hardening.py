@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from decimal import Decimal
@@ -112,6 +113,59 @@ def test_concurrent_upserts_over_overlapping_keys_finish_with_the_right_rows(
         assert result.rows == len(batch) and _adds_up(result)
 
 
+def test_keys_the_probe_misses_fall_back_to_the_merge_and_are_not_rewritten(
+    database: Database,
+) -> None:
+    """The probe looks at a chunk's first, middle and last keys only: stored keys elsewhere
+    surface as a unique violation of the direct COPY, which rolls back to the merge. Counts
+    stay exact, and the stored rows are not rewritten."""
+    batch = rows(900)
+    ordered = sorted(batch, key=lambda r: r["hash"])
+    stored = [ordered[i] for i in (100, 101, 600)]  # none first, middle or last
+    BulkWriter(database).upsert(WhaleTransaction, rows=stored)
+    before = _scalar(
+        database, "select string_agg(xmin::text, ',' order by hash) from whale_transactions"
+    )
+    result = BulkWriter(database, chunk_size=5000).upsert(WhaleTransaction, rows=batch)
+    assert (result.inserted, result.unchanged, result.updated, result.chunks) == (897, 3, 0, 1)
+    assert _scalar(database, "select count(*) from whale_transactions") == 900
+    after = _scalar(
+        database,
+        "select string_agg(xmin::text, ',' order by hash) from whale_transactions"
+        f" where hash in ({', '.join(repr(r['hash']) for r in stored)})",
+    )
+    assert after == before
+
+
+def test_writers_racing_over_the_same_new_keys_insert_each_once(database: Database) -> None:
+    """Both start on the direct COPY into an empty table; the loser waits on the winner's keys,
+    meets their unique violation and merges them as unchanged: no error, no duplicate."""
+    batch = rows(3000)
+    results: list[UpsertResult] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def write(mine: list[dict[str, Any]]) -> None:
+        start.wait()
+        try:
+            results.append(
+                BulkWriter(database, chunk_size=1000).upsert(WhaleTransaction, rows=mine)
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(list(batch),)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(r.inserted for r in results) == 3000
+    assert sum(r.unchanged for r in results) == 3000 and all(r.updated == 0 for r in results)
+    assert _scalar(database, "select count(distinct hash) from whale_transactions") == 3000
+    assert _scalar(database, "select count(*) from whale_transactions") == 3000
+
+
 def test_a_deadlock_from_outside_is_retried_and_the_chunk_counted_once(
     database: Database,
 ) -> None:
@@ -204,6 +258,46 @@ def test_without_on_reject_a_refused_row_fails_its_chunk_only(database: Database
     assert "zz_test_refusal" in str(caught.value)
     assert caught.value.committed.rows == 1000  # type: ignore[attr-defined]
     assert _scalar(database, "select count(*) from whale_transactions") == 1000
+
+
+def test_a_row_the_driver_cannot_send_costs_only_itself(database: Database) -> None:
+    """Rows are formatted as COPY text before they are sent: one the driver cannot encode (a
+    lone surrogate, taken as valid by a caller that promised so) is rejected alone."""
+    validator = RowValidator(WhaleTransactionCreate)
+    valid = [validator.validate_python(r) for r in rows(3000)]
+    valid[1234]["to_address"] = "0x\ud800" + "0" * 39
+    rejected: list[Rejected] = []
+    result = BulkWriter(database, chunk_size=1000).upsert(
+        WhaleTransaction, rows=valid, prevalidated=True, on_reject=rejected.append
+    )
+    assert (result.inserted, result.rejected) == (2999, 1) and _adds_up(result)
+    assert [r.position for r in rejected] == [1234] and rejected[0].row is valid[1234]
+    assert "cannot be sent to the database" in rejected[0].reason
+    assert _scalar(database, "select count(*) from whale_transactions") == 2999
+    # Without on_reject it fails its chunk only (the first 1000 rows were committed).
+    with database.engine.begin() as c:
+        c.exec_driver_sql("truncate whale_transactions")
+    with pytest.raises(BulkWriteError) as caught:
+        BulkWriter(database, chunk_size=1000).upsert(
+            WhaleTransaction, rows=valid, prevalidated=True
+        )
+    assert caught.value.committed.rows == 1000  # type: ignore[attr-defined]
+    assert _scalar(database, "select count(*) from whale_transactions") == 1000
+
+
+def test_generated_ids_are_time_ordered_uuid7s_ascending_along_the_key(
+    database: Database,
+) -> None:
+    BulkWriter(database).upsert(WhaleTransaction, rows=rows(2000))
+    with database.service_session() as s:
+        stored = s.execute(sa.text("select id, hash from whale_transactions order by id")).all()
+    ids, hashes = [r.id for r in stored], [r.hash for r in stored]
+    assert len(set(ids)) == 2000
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    # Two chunks (1000, then 1000): in id order, each chunk's rows come in key order.
+    assert hashes[:1000] == sorted(hashes[:1000]) and hashes[1000:] == sorted(hashes[1000:])
+    stamp = ids[0].int >> 80
+    assert abs(stamp - time.time() * 1000) < 600_000  # milliseconds since the epoch
 
 
 def test_invalid_rows_are_rejected_with_their_position_and_the_rest_written(

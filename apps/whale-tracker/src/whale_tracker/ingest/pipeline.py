@@ -314,7 +314,7 @@ class _Job:
             WhaleTransactionCreate,
             defaults={"chain": options.chain, "whale_score": None, "value_usd": None},
         )
-        validate_json, validate_python = validator.validate_json, validator.validate_python
+        validate_json, validate_python = validator.json_validator(), validator.python_validator()
         score = scorer(floor_eth=options.floor_eth, ceiling_eth=options.ceiling_eth)
         price = summary.eth_usd
         to_usd = UsdPrice(price, max_digits=_max_digits("value_usd")) if price else None

@@ -9,10 +9,12 @@ never commit). Both stream: memory stays flat however long the input is.
 How a call runs:
 
 * **Two threads.** The caller's thread validates rows (inside pydantic-core, into dicts, see
-  `database.repositories.rows`), builds COPY tuples, sorts and de-duplicates each chunk; a
-  writer thread owns the connection and writes the previous chunk meanwhile. Python and the
-  server (index maintenance dominates) work at the same time. Chunks start small, so the server
-  starts at once, and double up to `chunk_size`.
+  `database.repositories.rows`), builds COPY tuples, sorts and de-duplicates each chunk and
+  formats it as COPY text; a writer thread owns the connection and sends the previous chunk
+  meanwhile. It needs the GIL for little more than its round trips, and the caller starts on
+  the next chunk only once the current one streams, so the server (index maintenance
+  dominates) is never kept waiting by Python. Chunks start small, so the server starts at
+  once, and double up to `chunk_size`.
 * **Key order everywhere.** Each chunk is sorted by its natural key before any COPY or merge,
   so concurrent writers over overlapping keys take their row locks in one global order and
   cannot deadlock each other; deadlocks and serialization failures from elsewhere are retried

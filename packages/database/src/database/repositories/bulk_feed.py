@@ -1,6 +1,7 @@
 """The caller's side of a bulk write: rows validated (inside pydantic-core, into dicts), built
-into COPY tuples, sorted by key and de-duplicated, chunk by chunk. Chunks start small, so the
-server gets work at once, and double up to the writer's chunk size."""
+into COPY tuples, sorted by key, de-duplicated and formatted as COPY text, chunk by chunk.
+Chunks start small, so the server gets work at once, and double up to the writer's chunk size.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from database.errors import ConflictError, InvalidInputError, invalid_input
+from database.repositories.bulk_copy import CopyText, Formatter
 from database.repositories.bulk_plan import CopyPlan
 from database.repositories.bulk_results import Rejected
 from database.repositories.rows import RowValidator
 
 #: The first chunk's size: the server gets work at once; later chunks double up to chunk_size.
 FIRST_CHUNK = 1_000
+#: Rows per validator call. One call holds the GIL throughout; short ones let the writer's
+#: thread answer the server between them (its round trips wait for the GIL otherwise).
+SLICE = 500
 
 
 @dataclass
@@ -31,23 +36,24 @@ class Chunk:
     built: list[tuple[Any, ...]]  # the valid rows' values, in input order
     positions: list[int]  # input position of each built tuple
     ordered: list[tuple[Any, ...]]  # `built` sorted by key, one per key (the last one wins)
-    rows: list[tuple[Any, ...]]  # `ordered` as complete COPY tuples (generated ids in front)
+    text: CopyText  # `ordered` as COPY lines (generated ids in front): what the writer sends
     invalid: list[Rejected]
-    _index: dict[int, int] | None = None
+    _where: dict[int, int] | None = None
+
+    @property
+    def size(self) -> int:
+        """Rows to write."""
+        return len(self.ordered)
 
     @property
     def merged_duplicates(self) -> int:
-        return len(self.built) - len(self.rows)
+        return len(self.built) - len(self.ordered)
 
-    def rejected(self, row: tuple[Any, ...], error: InvalidInputError | ConflictError) -> Rejected:
-        """`row` (one of `rows`) as the input row it came from."""
-        if self._index is None:  # only on the failure path: which input a tuple came from
-            where = {id(built): i for i, built in enumerate(self.built)}
-            self._index = {
-                id(complete): where[id(bare)]
-                for complete, bare in zip(self.rows, self.ordered, strict=True)
-            }
-        position = self.positions[self._index[id(row)]]
+    def rejected(self, index: int, error: InvalidInputError | ConflictError) -> Rejected:
+        """Row `index` of `ordered` as the input row it came from."""
+        if self._where is None:  # only on the failure path: which input a tuple came from
+            self._where = {id(built): i for i, built in enumerate(self.built)}
+        position = self.positions[self._where[id(self.ordered[index])]]
         return Rejected(position=position, row=self.inputs[position - self.start], error=error)
 
 
@@ -81,6 +87,7 @@ class Feed:
         self.dedupe = dedupe
         self.read = 0
         self.build = plan.builder()
+        self.formatter = Formatter(plan)
         self.validator = _validator(plan.schema)
         positions = plan.bare_key_positions()
         self.key = operator.itemgetter(*positions) if positions else None
@@ -111,7 +118,7 @@ class Feed:
                 built=built,
                 positions=list(range(start, start + len(batch))),
                 ordered=ordered,
-                rows=self.plan.complete(ordered),
+                text=self.formatter.format(ordered),
                 invalid=[],
             )
         built = []
@@ -148,22 +155,26 @@ class Feed:
             built=built,
             positions=positions,
             ordered=ordered,
-            rows=self.plan.complete(ordered),
+            text=self.formatter.format(ordered),
             invalid=invalid,
         )
 
     def _built(self, batch: list[Any]) -> list[tuple[Any, ...]] | None:
-        """COPY tuples of the whole batch in one go when it is all valid (the common case: one
-        validator call for the batch, no per-row bookkeeping); None sends it row by row."""
+        """COPY tuples of the whole batch when it is all valid (the common case: a validator
+        call per slice, no per-row bookkeeping); None sends it row by row."""
         build = self.build
         try:
-            if self.prevalidated:
-                return list(map(build, batch))  # mappings, as the caller promised
             if all(isinstance(row, self.plan.schema) for row in batch):
                 return [build(row.__dict__) for row in batch]
-            if any(isinstance(row, BaseModel) for row in batch):
+            if not self.prevalidated and any(isinstance(row, BaseModel) for row in batch):
                 return None
-            return list(map(build, self.validator.validate_many(batch)))
+            # Prevalidated: mappings, as the caller promised.
+            validate = None if self.prevalidated else self.validator.validate_many
+            built: list[tuple[Any, ...]] = []
+            for i in range(0, len(batch), SLICE):
+                piece = batch[i : i + SLICE]
+                built += map(build, piece if validate is None else validate(piece))
+            return built
         except (ValidationError, TypeError, KeyError):
             return None  # some row is not what it should be: the slow path says which
 

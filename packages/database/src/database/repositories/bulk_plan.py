@@ -155,9 +155,13 @@ class Statements:
     def __init__(self, plan: CopyPlan, on_conflict: str) -> None:
         stage = f"stage_{plan.table.name}"
         target = table_ident(plan)
+        self.plan_key = plan.key
         columns = ident_list(plan.columns)
-        self.stage_copy = sql.SQL("copy {} ({}) from stdin").format(sql.Identifier(stage), columns)
-        self.direct = sql.SQL("copy {} ({}) from stdin").format(target, columns)
+        # Rows are formatted as UTF-8 on the caller's thread (bulk_copy), whatever the
+        # connection's client encoding.
+        copy = "copy {} ({}) from stdin with (encoding 'utf8')"
+        self.stage_copy = sql.SQL(copy).format(sql.Identifier(stage), columns)
+        self.direct = sql.SQL(copy).format(target, columns)
         self.merge = _merge_sql(plan, stage, on_conflict).as_string()
         # Dropped at commit; "if not exists" + truncate also covers a segment after another one
         # made the stage earlier in the same transaction.
@@ -171,6 +175,30 @@ class Statements:
         )
         name = f"{plan.table.schema or 'public'}.{plan.table.name}"
         self.rls = sql.SQL("select row_security_active({})").format(sql.Literal(name)).as_string()
+        self._probe_key = operator.itemgetter(*plan.bare_key_positions() or (0,))
+        one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(plan.key)))
+        self._probe = (
+            sql.SQL("select exists (select from {target} where ({key}) in ({values}))").format(
+                target=target, key=ident_list(plan.key), values=sql.SQL(", ").join([one] * 3)
+            )
+            if plan.bare_key_positions()
+            else None  # the key is an id made here: fresh, it cannot exist
+        )
+
+    def exists(self, connection: Connection, rows: list[tuple[Any, ...]]) -> bool:
+        """Whether the first, middle or last key of `rows` (built tuples, sorted by key) is
+        stored: three index lookups, rendered once and sent through the driver. Data that
+        overlaps what is stored almost always shows it there."""
+        if self._probe is None or not rows:
+            return False
+        get, single = self._probe_key, len(self.plan_key) == 1
+        params: list[Any] = []
+        for row in (rows[0], rows[len(rows) // 2], rows[-1]):
+            params += [get(row)] if single else get(row)
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        found = driver.execute(self._probe, params).fetchone()
+        return bool(found and found[0])
 
 
 def copy_rows(

@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from database.errors import BulkWriteError, ConflictError, InvalidInputError
 from database.repositories.base import refused_write
+from database.repositories.bulk_copy import CopyText
 from database.repositories.bulk_feed import Chunk
 from database.repositories.bulk_plan import CopyPlan, Statements
 from database.repositories.bulk_results import OnChunk, OnReject, UpsertResult
@@ -72,6 +73,7 @@ class ChunkWriter:
         # One chunk changes hands at a time: the caller waits until the writer has taken it,
         # so at most two chunks live (the one written, the one being built).
         self._slot: Chunk | object | None = _EMPTY
+        self._holding: Chunk | None = None  # the chunk being written
         self._handoff = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="bulk-writer", daemon=True)
 
@@ -109,22 +111,39 @@ class ChunkWriter:
     # -- the writer's thread -------------------------------------------------------------
 
     def _take(self) -> Chunk | None:
+        """The next chunk, left in the slot (the caller waits on) until `_let_go`; the end of
+        the input is taken at once."""
         with self._handoff:
             # _TAKEN too: a chunk written before the caller's thread has woken to clear the
             # slot leaves the marker of the hand-over it has just made, not a new one.
             while self._slot is _EMPTY or self._slot is _TAKEN:
                 self._handoff.wait()
-            item, self._slot = self._slot, _TAKEN
-            self._handoff.notify_all()
+            item = self._slot
+            if item is None:
+                self._slot = _TAKEN
+                self._handoff.notify_all()
         assert item is None or isinstance(item, Chunk)
         return item
+
+    def _let_go(self) -> None:
+        """Release the caller to build the next chunk. Called once the chunk in hand streams
+        to the server: until then every round trip of this thread (probe, savepoint, COPY)
+        would wait for the GIL behind the caller's validation, while the server idles."""
+        with self._handoff:
+            if self._slot is self._holding:
+                self._slot = _TAKEN
+                self._handoff.notify_all()
 
     def _run(self) -> None:
         try:
             with self.connect() as connection:
                 while (chunk := self._take()) is not None:
-                    if self.error is None:
-                        self._write(connection, chunk)
+                    self._holding = chunk
+                    try:
+                        if self.error is None:
+                            self._write(connection, chunk)
+                    finally:
+                        self._let_go()
         except BaseException as exc:  # handed to the caller's thread, which raises it
             self.error = self.error or exc
 
@@ -166,19 +185,19 @@ class ChunkWriter:
             impersonate(connection, self.identity)
         if self.direct is None:
             self.direct = not connection.exec_driver_sql(self.statements.rls).scalar_one()
-        if self.direct and self.merge and _any_exists(connection, self.plan, chunk.rows):
+        if self.direct and self.merge and self.statements.exists(connection, chunk.ordered):
             self.direct = False  # known conflicts: do not send the chunk twice
-        refused: list[tuple[tuple[Any, ...], BaseException]] = []
+        refused: list[tuple[int, BaseException]] = []
         isolate = self.on_reject is not None
-        inserted, updated = self._write_rows(connection, chunk.rows, refused, isolate=isolate)
+        inserted, updated = self._write_rows(connection, chunk, refused, isolate=isolate)
         rejected = list(chunk.invalid)
         rejected += [
-            chunk.rejected(row, _refusal(exc, self.plan, connection)) for row, exc in refused
+            chunk.rejected(index, _refusal(exc, self.plan, connection)) for index, exc in refused
         ]
         if self.on_reject is not None:
             for item in sorted(rejected, key=lambda r: r.position):
                 _call_hook(self.on_reject, item)
-        written = len(chunk.rows) - len(refused)
+        written = chunk.size - len(refused)
         result = self.total + UpsertResult(
             rows=len(chunk.inputs),
             inserted=inserted,
@@ -196,33 +215,35 @@ class ChunkWriter:
     def _write_rows(
         self,
         connection: Connection,
-        rows: list[tuple[Any, ...]],
-        refused: list[tuple[tuple[Any, ...], BaseException]],
+        chunk: Chunk,
+        refused: list[tuple[int, BaseException]],
         *,
         isolate: bool,
     ) -> tuple[int, int]:
-        """Write `rows` (sorted), each segment in a savepoint. A refused row is split off —
-        at the index the error names, else by halving — and left out; written in key order."""
+        """Write the chunk's rows (sorted), each segment in a savepoint. A refused row is split
+        off — at the index the error names, else by halving — and left out; written in key
+        order."""
         inserted = updated = 0
-        pending = [(0, len(rows))]  # a stack: the lowest keys on top
+        text = chunk.text
+        pending = [(0, chunk.size)]  # a stack: the lowest keys on top
         while pending:
             low, high = pending.pop()
             if low >= high:
                 continue
             try:
-                got = self._write_segment(connection, rows[low:high])
+                got = self._write_segment(connection, text, low, high)
             except _RowError as failure:
                 if not isolate:
                     raise failure.cause from None
                 if high - low == 1:
-                    refused.append((rows[low], failure.cause))
+                    refused.append((low, failure.cause))
                     continue
                 index = failure.index
                 if index is not None and 0 <= index < high - low:
                     bad = low + index
                     # Rows before it were taken, it is refused, the rest is unknown: halved,
                     # so that many refusals cost O(n log n) rows sent, not O(n²).
-                    refused.append((rows[bad], failure.cause))
+                    refused.append((bad, failure.cause))
                     middle = (bad + 1 + high) // 2
                     pending += [(middle, high), (bad + 1, middle), (low, bad)]
                 else:
@@ -234,12 +255,18 @@ class ChunkWriter:
         return inserted, updated
 
     def _write_segment(
-        self, connection: Connection, rows: list[tuple[Any, ...]]
+        self, connection: Connection, text: CopyText, low: int, high: int
     ) -> tuple[int, int]:
+        """Rows `low` to `high` of the chunk: COPYed into the table, else merged from the stage;
+        a refused row raises _RowError with its index in the segment."""
+        unsendable = text.first_unsendable(low, high)
+        if unsendable is not None:  # the driver could not encode it: nothing to send
+            raise _RowError(text.unsendable[unsendable], unsendable - low)
+        data = text.segment(low, high)
         if self.direct:
             try:
                 with connection.begin_nested():
-                    _copy_segment(connection, self.statements.direct, rows)
+                    _copy_segment(connection, self.statements.direct, data, self._let_go)
             except _RowError as failure:
                 if _sqlstate(failure.cause) != _UNIQUE_VIOLATION:
                     raise
@@ -247,10 +274,10 @@ class ChunkWriter:
                     raise failure.cause from None
                 self.direct = False  # the data overlaps what is there: merge from now on
             else:
-                return len(rows), 0
+                return high - low, 0
         with connection.begin_nested():
             connection.exec_driver_sql(self.statements.create_stage)
-            _copy_segment(connection, self.statements.stage_copy, rows)
+            _copy_segment(connection, self.statements.stage_copy, data, self._let_go)
             try:
                 inserted, updated = connection.exec_driver_sql(self.statements.merge).one()
             except sa.exc.DBAPIError as exc:
@@ -269,29 +296,20 @@ def _call_hook(hook: Callable[..., None], *args: Any) -> None:
 
 
 def _copy_segment(
-    connection: Connection, statement: sql.Composed, rows: list[tuple[Any, ...]]
+    connection: Connection, statement: sql.Composed, data: memoryview, started: Callable[[], None]
 ) -> None:
-    """COPY `rows`; a refused row becomes _RowError with its index (the line a server error
-    names, or the row the driver could not send)."""
+    """COPY the formatted rows (`started` once the server takes them); a row the server refuses
+    becomes _RowError with its index (the line the error names)."""
     driver = connection.connection.driver_connection
     assert isinstance(driver, psycopg.Connection)
-    sent = 0
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
-                sent += 1
+            started()
+            copy.write(data)
     except psycopg.Error as exc:
-        if exc.sqlstate is None and not isinstance(
-            exc, psycopg.DataError | psycopg.ProgrammingError
-        ):
-            raise  # the connection, not the data
-        if exc.sqlstate is not None and not _is_row_error(exc):
-            raise
-        raise _RowError(exc, _copy_line(exc) if exc.sqlstate else sent) from exc
-    except (UnicodeError, ValueError, OverflowError, TypeError) as exc:
-        raise _RowError(exc, sent) from exc  # the driver could not encode this row
+        if exc.sqlstate is None or not _is_row_error(exc):
+            raise  # the connection or the statement, not the data
+        raise _RowError(exc, _copy_line(exc)) from exc
 
 
 _COPY_LINE = re.compile(r"^COPY \S+, line (\d+)")
@@ -368,19 +386,6 @@ def _columns_of(connection: Connection, plan: CopyPlan, constraint: str | None) 
     table = f"{plan.table.schema or 'public'}.{plan.table.name}"
     found = connection.execute(_CONSTRAINT_COLUMNS, {"table": table, "name": constraint})
     return found.scalar() or "row"
-
-
-def _any_exists(connection: Connection, plan: CopyPlan, rows: list[tuple[Any, ...]]) -> bool:
-    """Probe the first, middle and last keys of a chunk (three index lookups): data that
-    overlaps what is stored almost always shows it there."""
-    if not rows:
-        return False
-    positions = plan.key_positions()
-    sample = [rows[0], rows[len(rows) // 2], rows[-1]]
-    probes = {tuple(row[p] for p in positions) for row in sample}
-    columns = [plan.table.c[name] for name in plan.key]
-    statement = sa.select(sa.exists().where(sa.tuple_(*columns).in_(list(probes))))
-    return bool(connection.execute(statement).scalar())
 
 
 def _reason(exc: BaseException) -> str:

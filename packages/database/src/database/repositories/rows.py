@@ -19,7 +19,7 @@ from the validated row, then checks them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -64,6 +64,19 @@ class RowValidator:
         if self._validator is not None:
             return self._validator.validate_json(data)  # type: ignore[no-any-return]
         return self._from_model(data, json=True)
+
+    def json_validator(self) -> Callable[[bytes | str], dict[str, Any]]:
+        """`validate_json` for a loop over many rows: the core validator's own method when
+        there is one (no Python frame per row)."""
+        if self._validator is not None:
+            return self._validator.validate_json
+        return self.validate_json
+
+    def python_validator(self) -> Callable[[Any], dict[str, Any]]:
+        """`validate_python` likewise."""
+        if self._validator is not None:
+            return self._validator.validate_python
+        return self.validate_python
 
     def _from_model(self, data: Any, *, json: bool) -> dict[str, Any]:
         assert self._adapter is not None
