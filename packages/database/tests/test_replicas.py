@@ -1,18 +1,20 @@
 """Read replicas as sessions, on a real streaming standby: a copy of the test server made with
 `pg_basebackup -R` and started on a free loopback port beside it (the plugin's `standby_url`).
-Reads through `read_session()` and the read user/anon sessions are served by the standby (in
-recovery), RLS applies there, writes fail before reaching a server, several read URLs are used
-in turn, and with no read URL reads go to the primary."""
+Reads through `read_session()` and the read user/anon sessions, sync and async, are served by
+the standby (in recovery), RLS applies there, writes fail before reaching a server, several
+read URLs are used in turn, and with no read URL reads go to the primary."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Result, TextClause, text
 from sqlalchemy.engine import URL
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.connect import conninfo
 from database.errors import ReadOnlySessionError
@@ -90,3 +92,48 @@ def test_several_read_urls_are_used_in_turn_and_none_means_the_primary(
             assert s.execute(text("show transaction_read_only")).scalar_one() == "on"
     finally:
         db.dispose()
+
+
+async def test_async_read_sessions_on_the_standby(database_url: URL, standby_url: URL) -> None:
+    db = _database(database_url, conninfo(standby_url))
+    try:
+        async with db.async_read_session() as s:
+            assert (await _run(s, text("select pg_is_in_recovery()"))).scalar_one() is True
+        async with db.async_read_anon_session() as s:
+            row = (await _run(s, text("select current_user, pg_is_in_recovery()"))).one()
+            assert tuple(row) == ("anon", True)
+        async with db.async_read_user_session(claims=user_claims(user_id=uuid.uuid4())) as s:
+            row = (await _run(s, text("select current_user, pg_is_in_recovery()"))).one()
+            assert tuple(row) == ("authenticated", True)
+            assert (await _run(s, text("select count(*) from alerts"))).scalar_one() == 0
+        # Refused before it is sent: the standby would refuse it too, but later and unclearly.
+        for session in (db.async_read_session(), db.async_read_anon_session()):
+            async with session as s:
+                s.add(_quote("NEVER"))
+                with pytest.raises(ReadOnlySessionError):
+                    await s.flush()
+                s.expunge_all()
+    finally:
+        await db.adispose()
+    db = _database(database_url, f"{conninfo(standby_url)}, {conninfo(database_url)}")
+    try:
+        seen = []
+        for _ in range(4):
+            async with db.async_read_anon_session() as s:
+                seen.append((await _run(s, text("select pg_is_in_recovery()"))).scalar_one())
+        assert seen == [True, False, True, False]
+    finally:
+        await db.adispose()
+    # No read URL: the primary, through the API role for anon, read-only all the same.
+    db = _database(database_url, None)
+    try:
+        async with db.async_read_anon_session() as s:
+            row = (await _run(s, text("select current_user, pg_is_in_recovery()"))).one()
+            assert tuple(row) == ("anon", False)
+            assert (await _run(s, text("show transaction_read_only"))).scalar_one() == "on"
+    finally:
+        await db.adispose()
+
+
+async def _run(session: AsyncSession, statement: TextClause) -> Result[Any]:
+    return await (await session.connection()).execute(statement)

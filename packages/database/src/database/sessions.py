@@ -10,7 +10,9 @@ Two kinds of session (ARCHITECTURE decision 6):
 
 Each has a **read** variant (`read_session()`, `read_user_session()`, `read_anon_session()`):
 the same, on a read replica (DATABASE_READ_URL, several used in turn; unset: the primary),
-every transaction read-only, and a write refused before it is sent (ReadOnlySessionError).
+every transaction read-only, and a write refused before it is sent (ReadOnlySessionError);
+`async_read_session()`, `async_read_user_session()`, `async_read_anon_session()` are their
+async twins.
 
 All of them commit when the block ends normally and roll back on any exception.
 """
@@ -46,6 +48,7 @@ from database.errors import DatabaseUnavailableError, ReadOnlySessionError, Unkn
 from database.settings import Settings, get_settings
 
 Claims = Mapping[str, Any]
+E = TypeVar("E", Engine, AsyncEngine)
 
 # Role and claims, both transaction-local, and whether a signed-in user still exists (a
 # primary-key probe): a token outlives a deleted user, and one signed for another project names
@@ -169,16 +172,37 @@ class Database:
         """Read user/anon sessions: the API role (DATABASE_API_URL's user and password) on each
         replica, or the API URL itself when there is none; autocommit at the driver like the
         API engine (the impersonation opens the transaction)."""
-        api = self.api_url
-        urls = [u.set(username=api.username, password=api.password) for u in self.read_urls]
         return [
             create_engine_for(
                 url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
             )
-            for url in urls or [api]
+            for url in self._read_api_urls()
         ]
 
-    def _next(self, engines: list[Engine]) -> Engine:
+    @cached_property
+    def async_read_engines(self) -> list[AsyncEngine]:
+        """`read_engines`, async."""
+        return [
+            create_async_engine_for(url, purpose=Purpose.READ, settings=self.settings)
+            for url in self.read_urls or [self.url]
+        ]
+
+    @cached_property
+    def async_read_api_engines(self) -> list[AsyncEngine]:
+        """`read_api_engines`, async."""
+        return [
+            create_async_engine_for(
+                url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
+            )
+            for url in self._read_api_urls()
+        ]
+
+    def _read_api_urls(self) -> list[URL]:
+        api = self.api_url
+        urls = [u.set(username=api.username, password=api.password) for u in self.read_urls]
+        return urls or [api]
+
+    def _next(self, engines: list[E]) -> E:
         return engines[next(self._turn) % len(engines)]
 
     def dispose(self) -> None:
@@ -193,6 +217,9 @@ class Database:
         for name in ("async_engine", "async_api_engine"):
             if name in self.__dict__:
                 await self.__dict__.pop(name).dispose()
+        for name in ("async_read_engines", "async_read_api_engines"):
+            for engine in self.__dict__.pop(name, []):
+                await engine.dispose()
         self.dispose()
 
     # -- sync sessions ---------------------------------------------------------------------
@@ -265,15 +292,26 @@ class Database:
 
     @asynccontextmanager
     async def _async_session(
-        self, engine: AsyncEngine, identity: tuple[str, str] | None, *, verify_user: bool = False
+        self,
+        engine: AsyncEngine,
+        identity: tuple[str, str] | None,
+        *,
+        verify_user: bool = False,
+        read_only: bool = False,
     ) -> AsyncIterator[AsyncSession]:
+        # The async session drives a sync one: its class carries the impersonation and the
+        # refusal of writes, exactly as for the sync sessions.
         if identity is None:
-            session = AsyncSession(engine, expire_on_commit=False)
+            session = AsyncSession(
+                engine,
+                expire_on_commit=False,
+                sync_session_class=_ReadSession if read_only else Session,
+            )
         else:
             session = AsyncSession(
                 engine,
                 expire_on_commit=False,
-                sync_session_class=_CallerSession,
+                sync_session_class=_ReadCallerSession if read_only else _CallerSession,
                 info={_IDENTITY: (identity, verify_user)},
             )
         try:
@@ -299,6 +337,30 @@ class Database:
 
     def async_anon_session(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self._async_session(self.async_api_engine, identity_for({"role": "anon"}))
+
+    def async_read_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """`read_session()`, async: a replica (or the primary), read-only, RLS bypassed."""
+        return self._async_session(self._next(self.async_read_engines), None, read_only=True)
+
+    def async_read_user_session(
+        self, *, claims: Claims, verify_user: bool = False
+    ) -> AbstractAsyncContextManager[AsyncSession]:
+        """`read_user_session()`, async: RLS applies on the replica too. With `verify_user`
+        the user is looked up on the replica: one created a moment ago may not be there yet."""
+        return self._async_session(
+            self._next(self.async_read_api_engines),
+            identity_for(claims),
+            verify_user=verify_user,
+            read_only=True,
+        )
+
+    def async_read_anon_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """`read_anon_session()`, async."""
+        return self._async_session(
+            self._next(self.async_read_api_engines),
+            identity_for({"role": "anon"}),
+            read_only=True,
+        )
 
     # -- health ----------------------------------------------------------------------------
 
