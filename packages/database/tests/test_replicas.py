@@ -2,15 +2,18 @@
 `pg_basebackup -R` and started on a free loopback port beside it (the plugin's `standby_url`).
 Reads through `read_session()` and the read user/anon sessions, sync and async, are served by
 the standby (in recovery), RLS applies there, writes fail before reaching a server, several
-read URLs are used in turn, and with no read URL reads go to the primary."""
+read URLs are used in turn, with no read URL reads go to the primary, and health reports
+each replica's lag."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Result, TextClause, text
 from sqlalchemy.engine import URL
@@ -137,3 +140,58 @@ async def test_async_read_sessions_on_the_standby(database_url: URL, standby_url
 
 async def _run(session: AsyncSession, statement: TextClause) -> Result[Any]:
     return await (await session.connection()).execute(statement)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_health_reports_each_replicas_lag(database_url: URL, standby_url: URL) -> None:
+    down = database_url.set(port=_closed_port())
+    read = ", ".join(conninfo(u) for u in (standby_url, database_url, down))
+    db = _database(database_url, read)
+    try:
+        with db.service_session() as s:
+            s.add(_quote(f"H{uuid.uuid4().hex[:8].upper()}"))
+        wait_replayed(standby=standby_url, primary=database_url)
+        for health in (db.health_check(), await db.ahealth_check()):
+            assert health.reads == "replicas"
+            standby, primary, lost = health.replicas
+            # Caught up: nothing (or only a background record or two) left to replay.
+            assert standby.standby is True and standby.error is None
+            assert standby.lag_bytes is not None and 0 <= standby.lag_bytes < 1 << 20
+            assert standby.lag_seconds is not None and 0 <= standby.lag_seconds < 60
+            assert standby.url.endswith(f":{standby_url.port}/{standby_url.database}")
+            # A read URL that is the primary is no standby: there is no lag to speak of.
+            assert (primary.standby, primary.lag_bytes, primary.lag_seconds) == (False, None, None)
+            # One that cannot be reached is reported, not raised: the primary is still up.
+            assert lost.standby is None and lost.error and str(down.port) in lost.error
+        assert db.health_check(replicas=False).replicas == ()
+    finally:
+        await db.adispose()
+    db = _database(database_url, None)
+    try:
+        health = db.health_check()
+        assert (health.reads, health.replicas) == ("primary", ())
+    finally:
+        db.dispose()
+
+
+def test_health_shows_a_standby_falling_behind(database_url: URL, standby_url: URL) -> None:
+    db = _database(database_url, conninfo(standby_url))
+    with psycopg.connect(conninfo(standby_url), autocommit=True) as standby:
+        standby.execute("select pg_wal_replay_pause()")
+        try:
+            with db.service_session() as s:
+                s.add(_quote(f"L{uuid.uuid4().hex[:8].upper()}"))
+            (replica,) = db.health_check().replicas
+            assert replica.standby is True
+            assert replica.lag_bytes is not None and replica.lag_bytes > 0
+            # Its newest data is as old as the last transaction it replayed.
+            assert replica.lag_seconds is not None and replica.lag_seconds > 0
+        finally:
+            standby.execute("select pg_wal_replay_resume()")
+            db.dispose()
+    wait_replayed(standby=standby_url, primary=database_url)
