@@ -7,6 +7,7 @@ each replica's lag."""
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from datetime import UTC, datetime
@@ -195,3 +196,30 @@ def test_health_shows_a_standby_falling_behind(database_url: URL, standby_url: U
             standby.execute("select pg_wal_replay_resume()")
             db.dispose()
     wait_replayed(standby=standby_url, primary=database_url)
+
+
+def test_database_health_prints_the_lag(
+    database_url: URL,
+    standby_url: URL,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from database.settings import get_settings
+    from database_tools.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", conninfo(database_url))
+    for read, reads in ((conninfo(standby_url), "replicas"), ("", "primary")):
+        monkeypatch.setenv("DATABASE_READ_URL", read)
+        get_settings.cache_clear()
+        try:
+            assert main(["health", "--json"]) == 0
+        finally:
+            get_settings.cache_clear()
+        health = json.loads(capsys.readouterr().out)
+        assert health["reads"] == reads
+        if read:
+            (replica,) = health["replicas"]
+            assert replica["standby"] is True and replica["lag_bytes"] >= 0
+            assert set(replica) == {"url", "standby", "lag_bytes", "lag_seconds", "error"}
+        else:
+            assert health["replicas"] == []

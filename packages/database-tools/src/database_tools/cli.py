@@ -82,7 +82,7 @@ def _replica_line(replica: ReplicaHealth) -> str:
     if replica.standby is None:
         return f"{replica.url}: unreachable ({replica.error})"
     if not replica.standby:
-        return f"{replica.url}: not a standby (reads there are not replicated)"
+        return f"{replica.url}: not a standby (a primary: no replay lag)"
     seconds = "unknown" if replica.lag_seconds is None else f"{replica.lag_seconds} s"
     return f"{replica.url}: standby, lag {replica.lag_bytes} bytes, {seconds}"
 
