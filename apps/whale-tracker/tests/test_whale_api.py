@@ -170,7 +170,8 @@ def test_reads_run_in_the_callers_role(
         if found:
             roles.append(found[1])
 
-    engine = database.async_api_engine.sync_engine
+    # Listings run in read sessions: on the API URL itself when there is no read replica.
+    engine = database.async_read_api_engines[0].sync_engine
     event.listen(engine, "before_cursor_execute", spy)
     try:
         anon = client.get("/whale-transactions", params={"limit": 5})
@@ -178,6 +179,7 @@ def test_reads_run_in_the_callers_role(
                           headers={"Authorization": f"Bearer {token(signed_in)}"})  # fmt: skip
     finally:
         event.remove(engine, "before_cursor_execute", spy)
+    assert engine.url == database.api_url
     assert anon.json() == user.json()  # public data: both see it
     assert roles == ["anon", "authenticated"]
 
