@@ -182,6 +182,10 @@ async def test_health_reports_each_replicas_lag(database_url: URL, standby_url: 
 
 def test_health_shows_a_standby_falling_behind(database_url: URL, standby_url: URL) -> None:
     db = _database(database_url, conninfo(standby_url))
+    # A transaction replayed first: a standby just started has no "last replayed" time yet.
+    with db.service_session() as s:
+        s.add(_quote(f"F{uuid.uuid4().hex[:8].upper()}"))
+    wait_replayed(standby=standby_url, primary=database_url)
     with psycopg.connect(conninfo(standby_url), autocommit=True) as standby:
         standby.execute("select pg_wal_replay_pause()")
         try:
