@@ -1,9 +1,10 @@
 """Time partitions (issue 15): what a partitioned `ohlcv` costs a range read and a bulk upsert,
 and what it saves when a month is retired, each against an unpartitioned copy of the same rows
-in the same run."""
+in the same run. `python -m bench.partitions [--quick]` runs these alone on a fresh database."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import statistics
 import time
@@ -17,7 +18,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from bench.harness import Report, Result, connect, fresh_database
+from bench.harness import HEADER, Report, Result, connect, fresh_database
 from database.repositories import BulkWriter
 from database.schema import Ohlcv, OhlcvCreate
 from database.schema.types import Timeframe
@@ -317,3 +318,41 @@ def _checkpoint(conn: psycopg.Connection[Any]) -> None:
     # Not a superuser on DATABASE_URL's server: measure without it.
     with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
         conn.execute("checkpoint")
+
+
+def run(report: Report, url: URL, *, quick: bool) -> None:
+    """The partition benchmarks at the quick or the full run's sizes."""
+    partitioned_ohlcv(
+        report,
+        url,
+        symbols=10 if quick else 20,
+        bars=35_000 if quick else 500_000,  # 15-minute bars (quick) or 1-minute: a year
+        step=15 if quick else 1,
+        runs=50 if quick else 200,
+        judge=not quick,
+    )
+    partitioned_upsert(
+        report,
+        url,
+        symbols=10 if quick else 20,
+        bars=20_000 if quick else 100_000,  # 15- or 5-minute bars: about a year
+        step=15 if quick else 5,
+        # Small: the partitioned table's merge statement grows with rows x stage rows.
+        size=4_000 if quick else 20_000,
+        repeat=5,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench.partitions", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the quick run's sizes")
+    quick = parser.parse_args().quick
+    report = Report(quick=quick)
+    print(HEADER)
+    with fresh_database() as url:
+        run(report, url, quick=quick)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
