@@ -44,15 +44,7 @@ def main() -> int:
             missing=10 if quick else 50,
             runs=50 if quick else 200,
         )
-        partition_bench.partitioned_ohlcv(
-            report,
-            url,
-            symbols=10 if quick else 20,
-            bars=35_000 if quick else 500_000,  # 15-minute bars (quick) or 1-minute: a year
-            step=15 if quick else 1,
-            runs=50 if quick else 200,
-            judge=not quick,
-        )
+        partition_bench.run(report, url, quick=quick)
         index_bench.brin_or_btree(
             report, url, rows=500_000 if quick else 5_000_000, repeat=20 if quick else 50
         )

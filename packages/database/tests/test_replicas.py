@@ -1,105 +1,31 @@
 """Read replicas as sessions, on a real streaming standby: a copy of the test server made with
-`pg_basebackup -R` and started on a free loopback port beside it. Reads through
-`read_session()` and the read user/anon sessions are served by the standby (in recovery), RLS
-applies there, writes fail before reaching a server, several read URLs are used in turn, and
-with no read URL reads go to the primary."""
+`pg_basebackup -R` and started on a free loopback port beside it (the plugin's `standby_url`).
+Reads through `read_session()` and the read user/anon sessions, sync and async, are served by
+the standby (in recovery), RLS applies there, writes fail before reaching a server, several
+read URLs are used in turn, with no read URL reads go to the primary, and health reports
+each replica's lag."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-import time
+import json
+import socket
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Result, TextClause, text
 from sqlalchemy.engine import URL
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.connect import conninfo
 from database.errors import ReadOnlySessionError
 from database.schema.market import MarketData
 from database.sessions import Database, user_claims
 from database.settings import load_settings
-from database_tools.embedded import _bin_dir, _ensure_server_user, _free_port, _run
-
-
-def _binaries(major: int) -> Path | None:
-    """pg_basebackup and pg_ctl of the server's major version: Debian's, else the wheel's."""
-    for folder in (Path(f"/usr/lib/postgresql/{major}/bin"), _bin_dir()):
-        tool = folder / "pg_basebackup"
-        if tool.exists():
-            version = subprocess.run(
-                [str(tool), "--version"], capture_output=True, text=True, check=False
-            ).stdout
-            if re.search(rf"\b{major}\.", version):
-                return folder
-    return None
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("the standby did not get there in time")
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def standby_url(database_url: URL) -> Iterator[URL]:
-    """The test database on a streaming standby of its server."""
-    if database_url.host not in ("127.0.0.1", "localhost", "::1"):
-        pytest.skip("the standby is started beside a server on this machine")
-    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
-        row = conn.execute("show server_version_num").fetchone()
-        assert row is not None
-        major = int(row[0]) // 10000
-    binaries = _binaries(major)
-    if binaries is None:
-        pytest.skip(f"no pg_basebackup {major} on this machine")
-    # root cannot run PostgreSQL: the embedded server's user runs the standby then.
-    user = _ensure_server_user() if os.geteuid() == 0 else None
-    folder = Path(tempfile.mkdtemp(prefix="standby-", dir="/tmp"))
-    pgdata = folder / "pgdata"
-    if user is not None:
-        shutil.chown(folder, user=user, group=user)
-    port = _free_port(0)
-    env_password = database_url.password
-    if env_password:
-        os.environ["PGPASSWORD"] = str(env_password)
-    started = time.monotonic()
-    try:
-        _run(
-            [
-                str(binaries / "pg_basebackup"), "-h", str(database_url.host),
-                "-p", str(database_url.port or 5432), "-U", str(database_url.username),
-                "-D", str(pgdata), "-R", "-X", "stream", "-c", "fast",
-            ],
-            user=user,
-        )  # fmt: skip
-        _run(
-            [
-                str(binaries / "pg_ctl"), "-D", str(pgdata), "-w", "-l", str(folder / "log"),
-                "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c hot_standby=on",
-                "start",
-            ],
-            user=user,
-        )  # fmt: skip
-        print(f"standby up in {time.monotonic() - started:.1f} s")
-        yield database_url.set(port=port)
-    finally:
-        if env_password:
-            os.environ.pop("PGPASSWORD", None)
-        if (pgdata / "postmaster.pid").exists():
-            _run([str(binaries / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"], user=user)
-        shutil.rmtree(folder, ignore_errors=True)
+from database_tools.standby import wait_replayed
 
 
 def _quote(symbol: str) -> MarketData:
@@ -113,22 +39,13 @@ def _database(primary: URL, read: str | None) -> Database:
     return Database(settings=settings, url=primary)
 
 
-def _replayed(standby: URL, primary: URL) -> bool:
-    with psycopg.connect(conninfo(primary), autocommit=True) as p:
-        row = p.execute("select pg_current_wal_lsn()").fetchone()
-    assert row is not None
-    with psycopg.connect(conninfo(standby), autocommit=True) as s:
-        done = s.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", (row[0],)).fetchone()
-    return bool(done and done[0])
-
-
 def test_reads_are_served_by_the_standby_with_rls(database_url: URL, standby_url: URL) -> None:
     db = _database(database_url, conninfo(standby_url))
     symbol = f"R{uuid.uuid4().hex[:8].upper()}"
     try:
         with db.service_session() as s:
             s.add(_quote(symbol))
-        _wait(lambda: _replayed(standby_url, database_url))
+        wait_replayed(standby=standby_url, primary=database_url)
         with db.read_session() as s:
             assert s.execute(text("select pg_is_in_recovery()")).scalar_one() is True
             found = s.execute(
@@ -179,3 +96,134 @@ def test_several_read_urls_are_used_in_turn_and_none_means_the_primary(
             assert s.execute(text("show transaction_read_only")).scalar_one() == "on"
     finally:
         db.dispose()
+
+
+async def test_async_read_sessions_on_the_standby(database_url: URL, standby_url: URL) -> None:
+    db = _database(database_url, conninfo(standby_url))
+    try:
+        async with db.async_read_session() as s:
+            assert (await _run(s, text("select pg_is_in_recovery()"))).scalar_one() is True
+        async with db.async_read_anon_session() as s:
+            row = (await _run(s, text("select current_user, pg_is_in_recovery()"))).one()
+            assert tuple(row) == ("anon", True)
+        async with db.async_read_user_session(claims=user_claims(user_id=uuid.uuid4())) as s:
+            row = (await _run(s, text("select current_user, pg_is_in_recovery()"))).one()
+            assert tuple(row) == ("authenticated", True)
+            assert (await _run(s, text("select count(*) from alerts"))).scalar_one() == 0
+        # Refused before it is sent: the standby would refuse it too, but later and unclearly.
+        for session in (db.async_read_session(), db.async_read_anon_session()):
+            async with session as s:
+                s.add(_quote("NEVER"))
+                with pytest.raises(ReadOnlySessionError):
+                    await s.flush()
+                s.expunge_all()
+    finally:
+        await db.adispose()
+    db = _database(database_url, f"{conninfo(standby_url)}, {conninfo(database_url)}")
+    try:
+        seen = []
+        for _ in range(4):
+            async with db.async_read_anon_session() as s:
+                seen.append((await _run(s, text("select pg_is_in_recovery()"))).scalar_one())
+        assert seen == [True, False, True, False]
+    finally:
+        await db.adispose()
+    # No read URL: the primary, through the API role for anon, read-only all the same.
+    db = _database(database_url, None)
+    try:
+        async with db.async_read_anon_session() as s:
+            row = (await _run(s, text("select current_user, pg_is_in_recovery()"))).one()
+            assert tuple(row) == ("anon", False)
+            assert (await _run(s, text("show transaction_read_only"))).scalar_one() == "on"
+    finally:
+        await db.adispose()
+
+
+async def _run(session: AsyncSession, statement: TextClause) -> Result[Any]:
+    return await (await session.connection()).execute(statement)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_health_reports_each_replicas_lag(database_url: URL, standby_url: URL) -> None:
+    down = database_url.set(port=_closed_port())
+    read = ", ".join(conninfo(u) for u in (standby_url, database_url, down))
+    db = _database(database_url, read)
+    try:
+        with db.service_session() as s:
+            s.add(_quote(f"H{uuid.uuid4().hex[:8].upper()}"))
+        wait_replayed(standby=standby_url, primary=database_url)
+        for health in (db.health_check(), await db.ahealth_check()):
+            assert health.reads == "replicas"
+            standby, primary, lost = health.replicas
+            # Caught up: nothing (or only a background record or two) left to replay.
+            assert standby.standby is True and standby.error is None
+            assert standby.lag_bytes is not None and 0 <= standby.lag_bytes < 1 << 20
+            assert standby.lag_seconds is not None and 0 <= standby.lag_seconds < 60
+            assert standby.url.endswith(f":{standby_url.port}/{standby_url.database}")
+            # A read URL that is the primary is no standby: there is no lag to speak of.
+            assert (primary.standby, primary.lag_bytes, primary.lag_seconds) == (False, None, None)
+            # One that cannot be reached is reported, not raised: the primary is still up.
+            assert lost.standby is None and lost.error and str(down.port) in lost.error
+        assert db.health_check(replicas=False).replicas == ()
+    finally:
+        await db.adispose()
+    db = _database(database_url, None)
+    try:
+        health = db.health_check()
+        assert (health.reads, health.replicas) == ("primary", ())
+    finally:
+        db.dispose()
+
+
+def test_health_shows_a_standby_falling_behind(database_url: URL, standby_url: URL) -> None:
+    db = _database(database_url, conninfo(standby_url))
+    # A transaction replayed first: a standby just started has no "last replayed" time yet.
+    with db.service_session() as s:
+        s.add(_quote(f"F{uuid.uuid4().hex[:8].upper()}"))
+    wait_replayed(standby=standby_url, primary=database_url)
+    with psycopg.connect(conninfo(standby_url), autocommit=True) as standby:
+        standby.execute("select pg_wal_replay_pause()")
+        try:
+            with db.service_session() as s:
+                s.add(_quote(f"L{uuid.uuid4().hex[:8].upper()}"))
+            (replica,) = db.health_check().replicas
+            assert replica.standby is True
+            assert replica.lag_bytes is not None and replica.lag_bytes > 0
+            # Its newest data is as old as the last transaction it replayed.
+            assert replica.lag_seconds is not None and replica.lag_seconds > 0
+        finally:
+            standby.execute("select pg_wal_replay_resume()")
+            db.dispose()
+    wait_replayed(standby=standby_url, primary=database_url)
+
+
+def test_database_health_prints_the_lag(
+    database_url: URL,
+    standby_url: URL,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from database.settings import get_settings
+    from database_tools.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", conninfo(database_url))
+    for read, reads in ((conninfo(standby_url), "replicas"), ("", "primary")):
+        monkeypatch.setenv("DATABASE_READ_URL", read)
+        get_settings.cache_clear()
+        try:
+            assert main(["health", "--json"]) == 0
+        finally:
+            get_settings.cache_clear()
+        health = json.loads(capsys.readouterr().out)
+        assert health["reads"] == reads
+        if read:
+            (replica,) = health["replicas"]
+            assert replica["standby"] is True and replica["lag_bytes"] >= 0
+            assert set(replica) == {"url", "standby", "lag_bytes", "lag_seconds", "error"}
+        else:
+            assert health["replicas"] == []

@@ -27,7 +27,7 @@ from service_kit.app import create_service_app
 from service_kit.errors import responses
 from service_kit.pages import items_response, public_page_response, public_row_response
 from service_kit.params import MAX_PAGE, Cursor, IsoDateTime
-from service_kit.sessions import CallerIdentity, CallerSession
+from service_kit.sessions import CallerIdentity, CallerSession, ReadCallerSession
 from service_kit.tokens import TokenVerifier
 
 TX_HASH_PATTERN = "^0[xX][0-9a-fA-F]{64}$"
@@ -93,7 +93,7 @@ def create_app(
         responses=responses(401, 413, 422, 503),
     )
     async def top_whale_transactions(
-        s: CallerSession,
+        s: ReadCallerSession,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
         since: Annotated[IsoDateTime | None, Query()] = None,
         until: Annotated[IsoDateTime | None, Query()] = None,
@@ -109,6 +109,8 @@ def create_app(
         response_model=WhaleTransactionPublic,
         responses=responses(401, 404, 409, 413, 422, 503),
     )
+    # On the primary: a hash the caller just learned (an alert, a listing from a replica
+    # further ahead) must not be a 404 because this replica has not replayed it yet.
     async def get_whale_transaction(
         caller: CallerIdentity, tx_hash: Annotated[str, Path(pattern=TX_HASH_PATTERN)]
     ) -> Response:
@@ -121,7 +123,7 @@ def create_app(
         responses=responses(401, 413, 422, 503),
     )
     async def daily_stats(
-        s: CallerSession,
+        s: ReadCallerSession,
         chain: Chain | None = None,
         since: Annotated[IsoDateTime | None, Query()] = None,
         until: Annotated[IsoDateTime | None, Query()] = None,

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 
 from database.connect import display_url
 from database.errors import DatabasePackageError
+from database.health import ReplicaHealth
 from database.settings import get_settings
 from database_tools.inspect import commands as inspect_commands
 from service_kit.console import Output, run
@@ -68,8 +69,22 @@ def _health(json: bool) -> None:
         health = db.health_check()
     finally:
         db.dispose()
-    values = {**asdict(health), "pool": asdict(health.pool)}
+    values: dict[str, Any] = {**asdict(health), "pool": asdict(health.pool)}
+    replicas = values.pop("replicas")
+    if not json:  # one line per read URL
+        values |= {f"replica {i}": _replica_line(r) for i, r in enumerate(health.replicas, 1)}
+    else:
+        values["replicas"] = replicas
     Output(json=json).record("health", {"status": "ok", **values})
+
+
+def _replica_line(replica: ReplicaHealth) -> str:
+    if replica.standby is None:
+        return f"{replica.url}: unreachable ({replica.error})"
+    if not replica.standby:
+        return f"{replica.url}: not a standby (a primary: no replay lag)"
+    seconds = "unknown" if replica.lag_seconds is None else f"{replica.lag_seconds} s"
+    return f"{replica.url}: standby, lag {replica.lag_bytes} bytes, {seconds}"
 
 
 @app.command()
@@ -307,7 +322,8 @@ def maintain(
 
 @app.command()
 def health(json: JsonFlag = False) -> None:
-    """Server version, round-trip latency and pool status."""
+    """Server version, round-trip latency, pool status, and per read URL (DATABASE_READ_URL)
+    whether it is a standby and its replay lag in bytes and seconds."""
     try:
         _health(json)
     except DatabasePackageError as exc:

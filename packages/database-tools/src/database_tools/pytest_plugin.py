@@ -3,7 +3,8 @@ transaction per test that is rolled back at the end, even when the code under te
 
 Fixtures: `database_url` (session), `db_engine` (session), `db_connection`, `db_session`,
 `identity` (as_user / as_anon / as_service), `auth_user` (creates auth.users rows),
-`database` (the package's `Database` on the test database; its commits are real).
+`database` (the package's `Database` on the test database; its commits are real),
+`standby_url` (module: the test database on a streaming standby of its server, else a skip).
 """
 
 from __future__ import annotations
@@ -115,3 +116,16 @@ def truncate_after(database: Database) -> Iterator[Callable[..., None]]:
     if tables:
         with database.service_session() as session:
             session.execute(text(f"truncate {', '.join(dict.fromkeys(tables))} cascade"))
+
+
+@pytest.fixture(scope="module")
+def standby_url(database_url: URL) -> Iterator[URL]:
+    """The test database on a streaming standby of its server (database_tools.standby)."""
+    from database_tools.standby import NoStandbyError, standby_binaries, streaming_standby
+
+    try:
+        binaries = standby_binaries(database_url)
+    except NoStandbyError as exc:
+        pytest.skip(str(exc))
+    with streaming_standby(database_url, binaries=binaries) as url:
+        yield url

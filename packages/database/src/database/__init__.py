@@ -22,7 +22,8 @@ from database.errors import (
     MigrationError,
     NotFoundError,
 )
-from database.sessions import Claims, Database, Health, get_database, user_claims
+from database.health import Health, ReplicaHealth
+from database.sessions import Claims, Database, get_database, user_claims
 from database.settings import Settings, get_settings, load_settings
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidInputError",
     "MigrationError",
     "NotFoundError",
+    "ReplicaHealth",
     "Settings",
     "get_database",
     "get_settings",

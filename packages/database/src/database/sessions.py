@@ -10,7 +10,9 @@ Two kinds of session (ARCHITECTURE decision 6):
 
 Each has a **read** variant (`read_session()`, `read_user_session()`, `read_anon_session()`):
 the same, on a read replica (DATABASE_READ_URL, several used in turn; unset: the primary),
-every transaction read-only, and a write refused before it is sent (ReadOnlySessionError).
+every transaction read-only, and a write refused before it is sent (ReadOnlySessionError);
+`async_read_session()`, `async_read_user_session()`, `async_read_anon_session()` are their
+async twins. `health_check()` reports each replica's lag (database.health).
 
 All of them commit when the block ends normally and roll back on any exception.
 """
@@ -28,24 +30,34 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg.sql
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import ORMExecuteState, UOWTransaction
-from sqlalchemy.pool import Pool
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.connect import Purpose, create_async_engine_for, create_engine_for
 from database.errors import DatabaseUnavailableError, ReadOnlySessionError, UnknownUserError
+from database.health import (
+    PRIMARY_SQL,
+    REPLICA_SQL,
+    Health,
+    PoolStatus,
+    ReplicaHealth,
+    pool_status,
+    replica_health,
+    unreachable,
+)
 from database.settings import Settings, get_settings
 
 Claims = Mapping[str, Any]
+E = TypeVar("E", Engine, AsyncEngine)
 
 # Role and claims, both transaction-local, and whether a signed-in user still exists (a
 # primary-key probe): a token outlives a deleted user, and one signed for another project names
@@ -85,32 +97,6 @@ def identity_for(claims: Claims) -> tuple[str, str]:
         except (KeyError, ValueError):
             raise ValueError("claims.sub must be the user's UUID (auth.users.id)") from None
     return role, json.dumps({**claims, "role": role}, default=str, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class PoolStatus:
-    size: int
-    checked_out: int
-    checked_in: int
-    overflow: int
-
-
-@dataclass(frozen=True)
-class Health:
-    server_version: str
-    latency_ms: float
-    database: str
-    user: str
-    pool: PoolStatus
-
-
-def _pool_status(pool: Pool) -> PoolStatus:
-    return PoolStatus(
-        size=int(getattr(pool, "size", lambda: 0)()),
-        checked_out=int(getattr(pool, "checkedout", lambda: 0)()),
-        checked_in=int(getattr(pool, "checkedin", lambda: 0)()),
-        overflow=int(getattr(pool, "overflow", lambda: 0)()),
-    )
 
 
 class Database:
@@ -169,17 +155,43 @@ class Database:
         """Read user/anon sessions: the API role (DATABASE_API_URL's user and password) on each
         replica, or the API URL itself when there is none; autocommit at the driver like the
         API engine (the impersonation opens the transaction)."""
-        api = self.api_url
-        urls = [u.set(username=api.username, password=api.password) for u in self.read_urls]
         return [
             create_engine_for(
                 url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
             )
-            for url in urls or [api]
+            for url in self._read_api_urls()
         ]
 
-    def _next(self, engines: list[Engine]) -> Engine:
+    @cached_property
+    def async_read_engines(self) -> list[AsyncEngine]:
+        """`read_engines`, async."""
+        return [
+            create_async_engine_for(url, purpose=Purpose.READ, settings=self.settings)
+            for url in self.read_urls or [self.url]
+        ]
+
+    @cached_property
+    def async_read_api_engines(self) -> list[AsyncEngine]:
+        """`read_api_engines`, async."""
+        return [
+            create_async_engine_for(
+                url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
+            )
+            for url in self._read_api_urls()
+        ]
+
+    def _read_api_urls(self) -> list[URL]:
+        api = self.api_url
+        urls = [u.set(username=api.username, password=api.password) for u in self.read_urls]
+        return urls or [api]
+
+    def _next(self, engines: list[E]) -> E:
         return engines[next(self._turn) % len(engines)]
+
+    def next_async_read_api_engine(self) -> AsyncEngine:
+        """The async read engine of the API role whose turn it is (replicas in turn; the
+        primary's API URL when there is none): for reads made without a session."""
+        return self._next(self.async_read_api_engines)
 
     def dispose(self) -> None:
         for name in ("engine", "api_engine"):
@@ -193,6 +205,9 @@ class Database:
         for name in ("async_engine", "async_api_engine"):
             if name in self.__dict__:
                 await self.__dict__.pop(name).dispose()
+        for name in ("async_read_engines", "async_read_api_engines"):
+            for engine in self.__dict__.pop(name, []):
+                await engine.dispose()
         self.dispose()
 
     # -- sync sessions ---------------------------------------------------------------------
@@ -265,15 +280,26 @@ class Database:
 
     @asynccontextmanager
     async def _async_session(
-        self, engine: AsyncEngine, identity: tuple[str, str] | None, *, verify_user: bool = False
+        self,
+        engine: AsyncEngine,
+        identity: tuple[str, str] | None,
+        *,
+        verify_user: bool = False,
+        read_only: bool = False,
     ) -> AsyncIterator[AsyncSession]:
+        # The async session drives a sync one: its class carries the impersonation and the
+        # refusal of writes, exactly as for the sync sessions.
         if identity is None:
-            session = AsyncSession(engine, expire_on_commit=False)
+            session = AsyncSession(
+                engine,
+                expire_on_commit=False,
+                sync_session_class=_ReadSession if read_only else Session,
+            )
         else:
             session = AsyncSession(
                 engine,
                 expire_on_commit=False,
-                sync_session_class=_CallerSession,
+                sync_session_class=_ReadCallerSession if read_only else _CallerSession,
                 info={_IDENTITY: (identity, verify_user)},
             )
         try:
@@ -300,49 +326,89 @@ class Database:
     def async_anon_session(self) -> AbstractAsyncContextManager[AsyncSession]:
         return self._async_session(self.async_api_engine, identity_for({"role": "anon"}))
 
+    def async_read_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """`read_session()`, async: a replica (or the primary), read-only, RLS bypassed."""
+        return self._async_session(self._next(self.async_read_engines), None, read_only=True)
+
+    def async_read_user_session(
+        self, *, claims: Claims, verify_user: bool = False
+    ) -> AbstractAsyncContextManager[AsyncSession]:
+        """`read_user_session()`, async: RLS applies on the replica too. With `verify_user`
+        the user is looked up on the replica: one created a moment ago may not be there yet."""
+        return self._async_session(
+            self._next(self.async_read_api_engines),
+            identity_for(claims),
+            verify_user=verify_user,
+            read_only=True,
+        )
+
+    def async_read_anon_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """`read_anon_session()`, async."""
+        return self._async_session(
+            self._next(self.async_read_api_engines),
+            identity_for({"role": "anon"}),
+            read_only=True,
+        )
+
     # -- health ----------------------------------------------------------------------------
 
-    def health_check(self) -> Health:
-        """Server version, round-trip latency of `select 1`, pool status. Raises
-        DatabaseUnavailableError (host, port, what to try) when the server cannot be reached."""
+    def health_check(self, *, replicas: bool = True) -> Health:
+        """Server version, round-trip latency of `select 1`, pool status and, with `replicas`,
+        each read URL's standby state and lag (database.health). Raises
+        DatabaseUnavailableError (host, port, what to try) when the primary cannot be reached;
+        a replica that cannot be is reported, not raised."""
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(_HEALTH_SQL).one()
+                row = conn.execute(PRIMARY_SQL).one()
                 started = time.perf_counter()
                 conn.execute(text("select 1"))
                 latency_ms = (time.perf_counter() - started) * 1000
         except DatabaseUnavailableError as exc:
             raise exc from None
-        return Health(
-            server_version=row.server_version,
-            latency_ms=round(latency_ms, 3),
-            database=row.database,
-            user=row.user,
-            pool=_pool_status(self.engine.pool),
-        )
+        found = []
+        if replicas and self.read_urls:
+            for url, engine in zip(self.read_urls, self.read_engines, strict=True):
+                try:
+                    with engine.connect() as replica:
+                        lag = replica.execute(REPLICA_SQL, {"lsn": row.lsn}).one()
+                    found.append(replica_health(url=url, row=lag))
+                except (DatabaseUnavailableError, DBAPIError) as error:
+                    found.append(unreachable(url=url, exc=error))
+        return self._health(row, latency_ms, pool_status(self.engine.pool), found)
 
-    async def ahealth_check(self) -> Health:
+    async def ahealth_check(self, *, replicas: bool = True) -> Health:
+        """`health_check()`, async."""
         try:
             async with self.async_engine.connect() as conn:
-                row = (await conn.execute(_HEALTH_SQL)).one()
+                row = (await conn.execute(PRIMARY_SQL)).one()
                 started = time.perf_counter()
                 await conn.execute(text("select 1"))
                 latency_ms = (time.perf_counter() - started) * 1000
         except DatabaseUnavailableError as exc:
             raise exc from None
+        found = []
+        if replicas and self.read_urls:
+            for url, engine in zip(self.read_urls, self.async_read_engines, strict=True):
+                try:
+                    async with engine.connect() as replica:
+                        lag = (await replica.execute(REPLICA_SQL, {"lsn": row.lsn})).one()
+                    found.append(replica_health(url=url, row=lag))
+                except (DatabaseUnavailableError, DBAPIError) as error:
+                    found.append(unreachable(url=url, exc=error))
+        return self._health(row, latency_ms, pool_status(self.async_engine.pool), found)
+
+    def _health(
+        self, row: Any, latency_ms: float, pool: PoolStatus, replicas: list[ReplicaHealth]
+    ) -> Health:
         return Health(
             server_version=row.server_version,
             latency_ms=round(latency_ms, 3),
             database=row.database,
             user=row.user,
-            pool=_pool_status(self.async_engine.pool),
+            pool=pool,
+            reads="replicas" if self.read_urls else "primary",
+            replicas=tuple(replicas),
         )
-
-
-_HEALTH_SQL = text(
-    "select current_setting('server_version') as server_version,"
-    " current_database() as database, current_user as user"
-)
 
 
 def impersonate(

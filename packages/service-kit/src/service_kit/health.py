@@ -25,5 +25,7 @@ class HealthStatus(BaseModel):
 @router.get("/health", response_model=HealthStatus, responses=responses(413, 422, 503))
 async def health(request: Request) -> HealthStatus:
     database: Database = request.app.state.database
-    await database.ahealth_check()  # DatabaseUnavailableError -> 503
+    # The primary only: a lagging or lost replica is an operator's matter (`database health`),
+    # not a reason for a load balancer to take every instance out at once.
+    await database.ahealth_check(replicas=False)  # DatabaseUnavailableError -> 503
     return HealthStatus(status="ok")

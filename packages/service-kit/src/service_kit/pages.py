@@ -136,9 +136,11 @@ def page_response(page: Page[Any], response: type[Page[Any]]) -> Response:
 
 async def public_page_response(caller: Caller, listing: PublicListing) -> Response:
     """A listing whose JSON the server rendered (`Repository.public_listing`), read as the
-    caller in one round trip and sent as it came: `{"data": [...], "next_cursor": ...}`, the
+    caller in one round trip on a read replica (the primary when there is none) and sent as it
+    came: `{"data": [...], "next_cursor": ...}`, the
     same bytes `page_response` writes for those rows."""
-    page = listing.page(await caller.read(sql=listing.sql, params=listing.params))
+    rows = await caller.read(sql=listing.sql, params=listing.params, replica=True)
+    page = listing.page(rows)
     cursor = b"null" if page.next_cursor is None else f'"{page.next_cursor}"'.encode()
     body = b"".join(
         (b'{"data":[', ",".join(page.items).encode(), b'],"next_cursor":', cursor, b"}")
@@ -148,7 +150,8 @@ async def public_page_response(caller: Caller, listing: PublicListing) -> Respon
 
 async def public_row_response(caller: Caller, query: PublicQuery, *, what: str) -> Response:
     """The one row of `query` (`Repository.public_one`), read as the caller in one round trip
-    and sent as the server rendered it; no row is a NotFoundError naming `what`."""
+    on the primary (a row just learned of is there even when a replica lags) and sent as the
+    server rendered it; no row is a NotFoundError naming `what`."""
     rows = await caller.read(sql=query.sql, params=query.params)
     if not rows:
         raise NotFoundError(what=what)

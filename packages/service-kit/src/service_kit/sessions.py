@@ -4,6 +4,7 @@ A request with `Authorization: Bearer <Supabase access token>` runs in a user se
 token's claims; one without runs as `anon` (where the endpoint allows it). A token whose user
 is not in auth.users is a 401, found in the same round trip that sets the role. Either way the
 database's grants and policies decide what the caller sees, exactly as for Supabase's Data API.
+`ReadCallerSession` is the caller's session on a read replica (read-only), for listings.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from database.caller_reads import read_as
 from database.sessions import Database, identity_for, run_in
 
-__all__ = ["CallerIdentity", "CallerSession", "UserSession", "current_user_id", "run_in"]
+__all__ = [
+    "CallerIdentity",
+    "CallerSession",
+    "ReadCallerSession",
+    "UserSession",
+    "current_user_id",
+    "run_in",
+]
 from service_kit.tokens import InvalidTokenError, TokenVerifier
 
 
@@ -62,9 +70,15 @@ class Caller:
     identity: tuple[str, str]
     verify_user: bool
 
-    async def read(self, *, sql: str, params: Mapping[str, Any]) -> list[Sequence[Any]]:
+    async def read(
+        self, *, sql: str, params: Mapping[str, Any], replica: bool = False
+    ) -> list[Sequence[Any]]:
+        """Rows of `sql` read as the caller; with `replica`, on a read replica in turn (the
+        primary when there is none), for listings that may run slightly behind."""
+        database = self.database
+        engine = database.next_async_read_api_engine() if replica else database.async_api_engine
         return await read_as(
-            self.database.async_api_engine,
+            engine,
             identity=self.identity,
             sql=sql,
             params=params,
@@ -84,6 +98,22 @@ async def caller(request: Request, authorization: Annotated[str | None, Header()
 _ANON = identity_for({"role": "anon"})
 
 
+async def read_caller_session(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AsyncIterator[AsyncSession]:
+    """`caller_session`, on a read replica (DATABASE_READ_URL; unset: the primary), read-only.
+    For listings a caller can accept slightly behind the primary; a read that must see a write
+    just made (by this caller or one it was told about) takes CallerSession."""
+    database: Database = request.app.state.database
+    if authorization is None:
+        async with database.async_read_anon_session() as session:
+            yield session
+        return
+    claims = await verified_claims(request, authorization)
+    async with database.async_read_user_session(claims=claims, verify_user=True) as session:
+        yield session
+
+
 async def user_session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> AsyncIterator[AsyncSession]:
@@ -101,6 +131,7 @@ async def user_session(
 # its own write was committed, and a failed commit would follow a 2xx already sent.
 CallerSession = Annotated[AsyncSession, Depends(caller_session, scope="function")]
 CallerIdentity = Annotated[Caller, Depends(caller)]
+ReadCallerSession = Annotated[AsyncSession, Depends(read_caller_session, scope="function")]
 UserSession = Annotated[AsyncSession, Depends(user_session, scope="function")]
 
 
