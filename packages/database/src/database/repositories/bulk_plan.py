@@ -265,16 +265,16 @@ def _merge_sql(plan: CopyPlan, stage: str, on_conflict: str) -> sql.Composed:
             " from merged"
         ).format(**parts)
     # A partitioned table cannot return xmax from this INSERT: a row is new when its key was
-    # not there in the statement's snapshot (the same snapshot the merge runs in).
+    # not there in the statement's snapshot (the same snapshot the merge runs in). `present`
+    # is materialized and joined (a hash join): inlined into a per-row NOT EXISTS, it rescanned
+    # the staged rows for every written row — quadratic in the chunk.
     return sql.SQL(
-        "with present as (select {key} from {target} where ({key}) in"
-        " (select {key} from {stage})),"
+        "with present as materialized (select true as found, {key} from {target}"
+        " where ({key}) in (select {key} from {stage})),"
         " merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
-        " order by {order} on conflict ({key}) {action} returning {key}),"
-        " flagged as (select not exists (select from present p where ({pkey}) = ({mkey}))"
-        " as inserted from merged m)"
-        " select count(*) filter (where inserted), count(*) filter (where not inserted)"
-        " from flagged"
+        " order by {order} on conflict ({key}) {action} returning {key})"
+        " select count(*) filter (where p.found is null), count(*) filter (where p.found)"
+        " from merged m left join present p on ({pkey}) = ({mkey})"
     ).format(
         **parts,
         pkey=sql.SQL(", ").join(sql.SQL("p.{}").format(sql.Identifier(c)) for c in plan.key),
