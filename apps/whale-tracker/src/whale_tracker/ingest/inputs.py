@@ -16,7 +16,7 @@ import codecs
 import io
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,6 +29,12 @@ MAX_DOCUMENT_BYTES = 256 << 20
 _HEAD_BYTES = 1 << 16
 _BUFFER_BYTES = 1 << 16
 _BLOCK_BYTES = 1 << 20
+#: Lines per batch: a batch is validated in one call (short enough to let the writer's thread
+#: have the GIL between calls).
+BATCH_LINES = 500
+
+#: Line numbers and their lines (bytes, or a Problem each), in order.
+LineBatch = tuple[Sequence[int], list["bytes | Problem"]]
 
 
 class SourceError(Exception):
@@ -127,6 +133,28 @@ class Input:
             except UnicodeEncodeError as exc:
                 yield number, Problem(_undecodable(line, exc))
 
+    def byte_line_batches(self) -> Iterator[LineBatch]:
+        """`byte_lines` in batches of at most BATCH_LINES, without an object per line besides
+        the line itself (the numbers of a run without blank lines are a range). Lines that are
+        only whitespace other than nothing at all may be in a batch; validation rejects them as
+        a batch, and the line by line path leaves them out."""
+        if self.utf8:
+            for numbers, lines in _capped_byte_line_blocks(self.stream):
+                for low in range(0, len(lines), BATCH_LINES):
+                    high = low + BATCH_LINES
+                    yield numbers[low:high], lines[low:high]
+            return
+        batch: list[int] = []
+        kept: list[bytes | Problem] = []
+        for number, line in self.byte_lines():
+            batch.append(number)
+            kept.append(line)
+            if len(kept) == BATCH_LINES:
+                yield batch, kept
+                batch, kept = [], []
+        if kept:
+            yield batch, kept
+
     def text_lines(self) -> Iterator[tuple[int, str | Problem]]:
         """(line number, decoded line, newline kept) — or a Problem for a line too long.
         Undecodable bytes survive as lone surrogates; `decoding_problem` finds them."""
@@ -189,30 +217,48 @@ def _codec(encoding: Encoding) -> str:
 def _capped_byte_lines(stream: io.BufferedReader) -> Iterator[tuple[int, bytes | Problem]]:
     """Lines split out of large blocks (one C call per block, not one per line); blank lines
     are left out, their numbers still count."""
+    for numbers, lines in _capped_byte_line_blocks(stream):
+        for number, line in zip(numbers, lines, strict=True):
+            if isinstance(line, Problem) or not line.isspace():
+                yield number, line
+
+
+def _capped_byte_line_blocks(stream: io.BufferedReader) -> Iterator[LineBatch]:
+    """`_capped_byte_lines` a block at a time. A block without empty or overlong lines (the
+    common case) is its split as it is, its numbers a range."""
     read = stream.read
     carry = b""
     number = 0
-    skipping = False  # inside a line already reported as too long
+    skipping = False
     while block := read(_BLOCK_BYTES):
         if skipping:
             end = block.find(b"\n")
             if end < 0:
                 continue
             block, skipping = block[end + 1 :], False
-        lines = (carry + block).split(b"\n") if carry else block.split(b"\n")
-        carry = lines.pop()
-        for line in lines:
-            number += 1
-            if len(line) > MAX_LINE_BYTES:
-                yield number, Problem(_TOO_LONG)
-            elif line and not line.isspace():
-                yield number, line
+        parts = (carry + block).split(b"\n") if carry else block.split(b"\n")
+        carry = parts.pop()
+        if parts and all(parts) and max(map(len, parts)) <= MAX_LINE_BYTES:
+            yield range(number + 1, number + 1 + len(parts)), cast("list[bytes | Problem]", parts)
+        elif parts:
+            numbers: list[int] = []
+            kept: list[bytes | Problem] = []
+            for n, line in enumerate(parts, number + 1):
+                if len(line) > MAX_LINE_BYTES:
+                    numbers.append(n)
+                    kept.append(Problem(_TOO_LONG))
+                elif line and not line.isspace():
+                    numbers.append(n)
+                    kept.append(line)
+            if kept:
+                yield numbers, kept
+        number += len(parts)
         if len(carry) > MAX_LINE_BYTES:
             number += 1
-            yield number, Problem(_TOO_LONG)
+            yield [number], [Problem(_TOO_LONG)]
             carry, skipping = b"", True
     if carry and not carry.isspace():
-        yield number + 1, carry
+        yield [number + 1], [carry]
 
 
 def decoding_problem(text: str) -> str | None:

@@ -1,10 +1,11 @@
 """`whale-tracker ingest`: stream records into whale_transactions through the package's bulk
 upsert, rejecting bad records (with their line and reason) without stopping the run.
 
-Per record, on the caller's thread: JSON Lines are validated as raw bytes inside pydantic-core
-(CSV and Etherscan fields as dicts) against `WhaleTransactionCreate`'s own rules, with the
-score and USD value left out; only a valid record gets them computed (so 1e30 ETH is a reject,
-never an overflow), and the USD value is checked against its column's precision. Valid rows go
+On the caller's thread: JSON Lines are validated as raw bytes inside pydantic-core, a batch of
+lines per call (line by line only for a batch holding a bad one; CSV and Etherscan fields as
+dicts, one by one) against `WhaleTransactionCreate`'s own rules, with the score and USD value
+left out; only a valid record gets them computed (so 1e30 ETH is a reject, never an overflow),
+a batch's in C-level maps, and the USD value is checked against its column's precision. Rows go
 to `BulkWriter.upsert` as they are (no model instances), which sorts, writes and commits them
 on its writer thread while the next chunk is read. A row the database refuses is rejected
 alone; the rest of its chunk is written.
@@ -13,17 +14,20 @@ alone; the rest of its chunk is written.
 from __future__ import annotations
 
 import json
+import operator
 import signal
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import repeat
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from pydantic import ValidationError
 from sqlalchemy import Connection
@@ -35,20 +39,22 @@ from database.repositories.rows import RowValidator
 from database.schema import Chain, WhaleTransaction, WhaleTransactionCreate
 from database.schema.rules import unwrap
 from database.sessions import Database
-from whale_tracker.ingest.inputs import Problem, SourceError, open_input, utf8_problem
+from whale_tracker.ingest.inputs import Input, Problem, SourceError, open_input, utf8_problem
 from whale_tracker.ingest.runs import Run, owned_run
 from whale_tracker.ingest.scoring import (
     DEFAULT_CEILING_ETH,
     DEFAULT_FLOOR_ETH,
     UsdPrice,
+    batch_scorer,
     scorer,
 )
-from whale_tracker.ingest.sources import Format, detect, read
+from whale_tracker.ingest.sources import Format, Payload, detect, read
 
 COLLECTOR = "whale-tracker.ingest"
 #: Quotes whose price is ETH in US dollars (or a dollar stablecoin).
 ETH_USD_SYMBOLS = ("ETH/USD", "ETH/USDT", "ETH/USDC")
-#: Where a row came from, carried beside its fields (the writer ignores keys it does not know).
+#: A row's line, carried beside its fields (the writer ignores keys it does not know); its
+#: input is found from its position in the stream.
 ORIGIN = "_origin"
 _PROGRESS_EVERY = 2048
 
@@ -301,6 +307,8 @@ class _Job:
         self.lock = threading.Lock()  # the rejected counter is shared by both threads
         self._read = 0
         self._filtered = 0
+        self._yielded = 0  # rows handed to the writer: a row's position in its stream
+        self._starts: list[tuple[int, str]] = []  # (position of its first row, path)
 
     def sync(self) -> None:
         """Bring the summary's read/filtered counts up to date (kept in locals while hot)."""
@@ -308,57 +316,131 @@ class _Job:
         self.summary.filtered = self._filtered
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        """Every valid record as a row of every WhaleTransactionCreate field (+ its origin)."""
+        """Every valid record as a row of every WhaleTransactionCreate field (+ its line)."""
         options, summary = self.options, self.summary
         validator = RowValidator(
             WhaleTransactionCreate,
             defaults={"chain": options.chain, "whale_score": None, "value_usd": None},
         )
-        validate_json, validate_python = validator.json_validator(), validator.python_validator()
-        score = scorer(floor_eth=options.floor_eth, ceiling_eth=options.ceiling_eth)
+        self._validate_json = validator.json_validator()
+        self._validate_python = validator.python_validator()
+        self._score = scorer(floor_eth=options.floor_eth, ceiling_eth=options.ceiling_eth)
+        self._scores = batch_scorer(floor_eth=options.floor_eth, ceiling_eth=options.ceiling_eth)
         price = summary.eth_usd
-        to_usd = UsdPrice(price, max_digits=_max_digits("value_usd")) if price else None
-        minimum = options.min_value_eth
-        signals = self.signals
+        self._to_usd = UsdPrice(price, max_digits=_max_digits("value_usd")) if price else None
         done_bytes = 0
         for path in self.paths:
             with open_input(path) as source:
                 fmt = options.fmt or detect(path, source.head)
-                for line, payload in read(source, fmt):
-                    if signals:
-                        raise Interrupted(signals[0])
-                    self._read += 1
-                    if not self._read % _PROGRESS_EVERY:
-                        self._report(done_bytes + source.consumed)
-                    kind = type(payload)
-                    try:
-                        if kind is bytes:
-                            row = validate_json(payload)  # type: ignore[arg-type]
-                        elif kind is dict:
-                            row = validate_python(payload)
-                        else:
-                            self._problem(path, line, payload)  # type: ignore[arg-type]
-                            continue
-                    except ValidationError as exc:
-                        self._reject(path, line, _reason(exc, payload), _shown(payload))
-                        continue
-                    value = row["value_eth"]
-                    if row["whale_score"] is None:
-                        row["whale_score"] = score(value)
-                    if to_usd is not None and row["value_usd"] is None:
-                        try:
-                            row["value_usd"] = to_usd(value)
-                        except ValueError as exc:
-                            self._reject(path, line, f"value_usd: {exc}", _shown(payload))
-                            continue
-                    if minimum is not None and value < minimum:
-                        self._filtered += 1
-                        continue
-                    row[ORIGIN] = (path, line)
-                    yield row
+                self._starts.append((self._yielded, path))
+                if fmt is Format.JSONL:
+                    yield from self._jsonl_rows(path, source, validator, done_bytes)
+                else:
+                    for line, payload in read(source, fmt):
+                        if self.signals:
+                            raise Interrupted(self.signals[0])
+                        if not (self._read + 1) % _PROGRESS_EVERY:
+                            self._report(done_bytes + source.consumed)
+                        if (row := self._row(path, line, payload)) is not None:
+                            self._yielded += 1
+                            yield row
                 done_bytes += source.size or source.consumed
         self.sync()
         self.summary.bytes_read = done_bytes
+
+    def _jsonl_rows(
+        self, path: str, source: Input, validator: RowValidator, done_bytes: int
+    ) -> Iterator[dict[str, Any]]:
+        """JSON Lines a batch at a time: one validator call per batch, and per line only what
+        is derived from it. A batch holding any bad line goes line by line (`_row`), so each
+        reject names its line."""
+        validate_lines = validator.validate_json_lines
+        report_at = self._read + _PROGRESS_EVERY
+        for numbers, lines in source.byte_line_batches():
+            if self.signals:
+                raise Interrupted(self.signals[0])
+            if self._read >= report_at:
+                self._report(done_bytes + source.consumed)
+                report_at = self._read + _PROGRESS_EVERY
+            valid = validate_lines(lines=cast("list[bytes]", lines))
+            if valid is None:
+                for line, payload in zip(numbers, lines, strict=True):
+                    if (row := self._row(path, line, payload)) is not None:
+                        self._yielded += 1
+                        yield row
+                continue
+            self._read += len(lines)
+            kept = self._derived(path, numbers, cast("list[bytes]", lines), valid)
+            self._yielded += len(kept)
+            yield from kept
+
+    def _derived(
+        self, path: str, numbers: Sequence[int], lines: list[bytes], valid: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """A valid batch with score, USD value and line, in C-level maps (no Python per row)
+        unless a row brings its own score or value, or is out of range, or is filtered."""
+        values = list(map(_VALUE_ETH, valid))
+        usd = None if self._to_usd is None else self._to_usd.many(values)
+        if (
+            (usd is None and self._to_usd is not None)
+            or self.options.min_value_eth is not None
+            or not all(map(operator.is_, map(_SCORE, valid), repeat(None)))
+            or not all(map(operator.is_, map(_USD, valid), repeat(None)))
+        ):
+            return [
+                row
+                for line, payload, row in zip(numbers, lines, valid, strict=True)
+                if self._derive(path, line, payload, row)
+            ]
+        _set_all(valid, "whale_score", self._scores(values))
+        if usd is not None:
+            _set_all(valid, "value_usd", usd)
+        _set_all(valid, ORIGIN, numbers)
+        return valid
+
+    def _row(self, path: str, line: int, payload: Payload) -> dict[str, Any] | None:
+        """One record validated and derived; None when it is rejected, skipped or filtered."""
+        kind = type(payload)
+        try:
+            if kind is bytes:
+                if payload.isspace():  # type: ignore[union-attr]
+                    return None  # a blank line (whitespace only): not a record
+                self._read += 1
+                row = self._validate_json(payload)  # type: ignore[arg-type]
+            elif kind is dict:
+                self._read += 1
+                row = self._validate_python(payload)
+            else:
+                self._read += 1
+                self._problem(path, line, payload)  # type: ignore[arg-type]
+                return None
+        except ValidationError as exc:
+            self._reject(path, line, _reason(exc, payload), _shown(payload))
+            return None
+        return row if self._derive(path, line, payload, row) else None
+
+    def _derive(self, path: str, line: int, payload: Payload, row: dict[str, Any]) -> bool:
+        """A valid row's score, USD value and line; False when it is rejected or filtered."""
+        value = row["value_eth"]
+        if row["whale_score"] is None:
+            row["whale_score"] = self._score(value)
+        if self._to_usd is not None and row["value_usd"] is None:
+            try:
+                row["value_usd"] = self._to_usd(value)
+            except ValueError as exc:
+                self._reject(path, line, f"value_usd: {exc}", _shown(payload))
+                return False
+        minimum = self.options.min_value_eth
+        if minimum is not None and value < minimum:
+            self._filtered += 1
+            return False
+        row[ORIGIN] = line
+        return True
+
+    def _path_at(self, position: int) -> str:
+        """The input that the row at `position` of the stream came from."""
+        index = bisect_right(self._starts, position, key=lambda start: start[0]) - 1
+        return self._starts[index][1] if index >= 0 else "?"
 
     def _report(self, consumed: int) -> None:
         self.sync()
@@ -384,8 +466,8 @@ class _Job:
     def refused(self, rejected: Rejected) -> None:
         """A row the database refused: rejected alone, the rest of its chunk is written."""
         row = dict(rejected.row)
-        path, line = row.pop(ORIGIN, ("?", 0))
-        self._reject(path, line, rejected.reason, row)
+        line = row.pop(ORIGIN, 0)
+        self._reject(self._path_at(rejected.position), line, rejected.reason, row)
 
     def checkpoint(self, connection: Connection, total: UpsertResult) -> None:
         """Inside each chunk's transaction: the run's counts commit with its rows."""
@@ -394,6 +476,16 @@ class _Job:
         counts["records_filtered"] = self._filtered
         counts["records_merged"] = total.merged_duplicates
         self.run.checkpoint(connection, records_collected=total.written, counts=counts)
+
+
+_VALUE_ETH = operator.itemgetter("value_eth")
+_SCORE = operator.itemgetter("whale_score")
+_USD = operator.itemgetter("value_usd")
+
+
+def _set_all(rows: list[dict[str, Any]], key: str, values: Iterable[Any]) -> None:
+    """rows[i][key] = values[i] for every row, in one C-level loop."""
+    deque(map(dict.__setitem__, rows, repeat(key), values), maxlen=0)
 
 
 def _max_digits(name: str) -> int:
@@ -435,8 +527,9 @@ def _shown(payload: Any) -> Any:
 def _signals_interrupt() -> Iterator[list[int]]:
     """SIGINT and SIGTERM raise Interrupted in the main thread, and are noted in the list this
     yields: a handler that happens to run inside a finalizer cannot raise, so the reading also
-    stops at the next record once one is noted. Later signals are ignored, so the run's end is
-    recorded undisturbed (SIGKILL still stops at once: the next run tidies up)."""
+    stops at the next record (or batch of lines) once one is noted. Later signals are ignored,
+    so the run's end is recorded undisturbed (SIGKILL still stops at once: the next run tidies
+    up)."""
     fired: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield fired

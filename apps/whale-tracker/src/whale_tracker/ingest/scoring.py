@@ -11,7 +11,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
-from functools import cache
+from functools import cache, partial
+from itertools import repeat
 
 WEI_PER_ETH = Decimal(10) ** 18
 DEFAULT_FLOOR_ETH = Decimal(100)
@@ -61,6 +62,18 @@ def scorer(
     return score
 
 
+def batch_scorer(
+    *, floor_eth: Decimal = DEFAULT_FLOOR_ETH, ceiling_eth: Decimal = DEFAULT_CEILING_ETH
+) -> Callable[[list[Decimal]], list[Decimal]]:
+    """`whale_score` of many values in one call: C-level maps, no Python frame per value."""
+    find, get = partial(bisect_right, _steps(floor_eth, ceiling_eth)), _SCORES.__getitem__
+
+    def scores(values: list[Decimal]) -> list[Decimal]:
+        return list(map(get, map(find, values)))
+
+    return scores
+
+
 @cache
 def _steps(floor_eth: Decimal, ceiling_eth: Decimal) -> list[Decimal]:
     """steps[k-1]: the smallest value whose score rounds (half up) to k/10000, k = 1 … 10000."""
@@ -96,16 +109,25 @@ class UsdPrice:
         self.eth_usd = eth_usd
         self.max_digits = max_digits
         # quantize() signals InvalidOperation when the result needs more digits than `prec`.
-        self._limit = Context(prec=max_digits, traps=[InvalidOperation])
+        self._limit = Context(prec=max_digits, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation])
 
     def __call__(self, value_eth: Decimal) -> Decimal:
         product = _EXACT.multiply(value_eth, self.eth_usd)
         try:
-            return product.quantize(_CENT, rounding=ROUND_HALF_EVEN, context=self._limit)
+            return self._limit.quantize(product, _CENT)
         except InvalidOperation:
             raise ValueError(
                 f"{value_eth} ETH at {self.eth_usd} USD needs more than {self.max_digits} digits"
             ) from None
+
+    def many(self, values: list[Decimal]) -> list[Decimal] | None:
+        """The USD values of many, in C-level maps; None when any is out of range (then ask
+        one by one, to learn which)."""
+        products = map(_EXACT.multiply, values, repeat(self.eth_usd))
+        try:
+            return list(map(self._limit.quantize, products, repeat(_CENT)))
+        except InvalidOperation:
+            return None
 
 
 #: Wide enough for any product of two column values: exact, never rounded.
