@@ -159,10 +159,18 @@ def cpu_spent(roots: list[int | None], run: Callable[[], Load]) -> tuple[Load, l
 
 
 def children(pid: int) -> list[int]:
-    """`pid` and its descendants (uvicorn's worker processes)."""
+    """`pid` and its descendants (uvicorn's worker processes). A process that ends while it is
+    being read (a server backend closing its connection) is simply not there."""
     found = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids = (task / "children").read_text().split()
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
         for kid in kids:
             found.extend(children(int(kid)))
     return found
