@@ -139,6 +139,51 @@ def test_notify_drives_evaluation(database: Database, ingest: Any, rule: Any) ->
     assert all(e.delivery_status == "delivered" for e in events)  # in-app only
 
 
+def test_a_wake_reads_only_the_streams_it_names(
+    database: Database, ingest: Any, rule: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whale row's NOTIFY reads the whale stream alone (one round of reads, not four); the
+    other streams wait for their own signal or the catch-up timer."""
+    alert = rule()
+    evaluator = Evaluator(database)
+    read: list[str] = []
+    real = Evaluator._source_batch
+
+    def recording(self: Evaluator, source: Any) -> int | None:
+        read.append(source.table.value)
+        return real(self, source)
+
+    monkeypatch.setattr(Evaluator, "_source_batch", recording)
+    stop = threading.Event()
+    thread = threading.Thread(target=evaluator.run, args=(stop,), kwargs={"catch_up_every": 60})
+    thread.start()
+    try:
+        _wait_for(lambda: len(set(read)) == len(evaluator.sources))  # the start's catch-up
+        read.clear()
+        ingest(2)
+        _wait_for(lambda: len(_events(database, alert)) == 2)
+        assert set(read) == {"whale_transactions"}
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_notify_source_names_every_channel_it_heard(database: Database) -> None:
+    source = NotifySource(database, channels=["whale_transactions", "market_data"])
+    try:
+        with database.service_session() as s:
+            s.execute(
+                text("select pg_notify('whale_transactions', ''), pg_notify('market_data', '')")
+            )
+        assert source.wait(5)
+        assert source.announced() == frozenset({"whale_transactions", "market_data"})
+        assert not source.wait(0.05)
+        assert source.announced() == frozenset()
+    finally:
+        source.close()
+
+
 def test_catch_up_after_a_stop_evaluates_each_transaction_once(
     database: Database, ingest: Any, rule: Any
 ) -> None:

@@ -34,6 +34,10 @@ class ChangeSource(Protocol):
         """Block up to `timeout` seconds; True when new transactions were announced."""
         ...
 
+    def announced(self) -> frozenset[str] | None:
+        """The stream tables the last successful `wait` heard about (None: it cannot say)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -43,8 +47,17 @@ class NotifySource:
         for channel in channels:  # table names of the code, not input
             self.connection.execute(f"listen {channel}")
 
+        self._announced: frozenset[str] = frozenset()
+
     def wait(self, timeout: float) -> bool:
-        return any(True for _ in self.connection.notifies(timeout=timeout, stop_after=1))
+        heard = {n.channel for n in self.connection.notifies(timeout=timeout, stop_after=1)}
+        if heard:  # and whatever else is already queued, without waiting
+            heard |= {n.channel for n in self.connection.notifies(timeout=0)}
+        self._announced = frozenset(heard)
+        return bool(heard)
+
+    def announced(self) -> frozenset[str] | None:
+        return self._announced
 
     def close(self) -> None:
         self.connection.close()
@@ -101,6 +114,9 @@ class RealtimeSource:
         woken = self.woken.wait(timeout)
         self.woken.clear()
         return woken
+
+    def announced(self) -> frozenset[str] | None:
+        return frozenset({"whale_transactions"})  # the one table it subscribes to
 
     def close(self) -> None:
         if self.thread is not None:

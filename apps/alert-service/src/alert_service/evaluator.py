@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -140,13 +140,14 @@ class Evaluator:
         self.stats.quarantined += len(bad) + len(bad_records)
         return sum(counts)
 
-    def run_until_idle(self) -> int:
-        """Batches until caught up (or other workers have the streams); rows handled. A
+    def run_until_idle(self, *, tables: Collection[str] | None = None) -> int:
+        """Batches until caught up (or other workers have the streams); rows handled. Only
+        the streams of `tables` when given (those a wake announced; None: every stream). A
         stream whose batch came back short is caught up as of its snapshot: it is not read
         again here (rows committed since announce themselves), so a wake for one whale row
-        costs one read per stream, not two."""
+        costs one read of one stream."""
         handled = 0
-        sources = list(self.sources)
+        sources = [s for s in self.sources if tables is None or s.table.value in tables]
         while sources:
             again = []
             for source in sources:
@@ -194,14 +195,20 @@ class Evaluator:
         restarts the loop, with a fresh source."""
         channels = [s.table.value for s in self.sources]
         source = (sources or (lambda: NotifySource(self.database, channels=channels)))()
+        tables: Collection[str] | None = None  # every stream: at start and on the timer
         try:
             while not stop.is_set():
-                self.run_until_idle()
-                waited = 0.0
-                # Wake on a signal, on stop, or when the catch-up timer is due.
-                while not stop.is_set() and waited < catch_up_every:
-                    if source.wait(0.25):
+                if tables is None:
+                    caught_up_at = time.monotonic()
+                self.run_until_idle(tables=tables)
+                # Wake on a signal (reading only the streams it names), on stop, or when the
+                # catch-up timer is due (every stream, however busy the signals keep us).
+                tables = None
+                while not stop.is_set():
+                    if time.monotonic() - caught_up_at >= catch_up_every:
                         break
-                    waited += 0.25
+                    if source.wait(0.25):
+                        tables = source.announced()
+                        break
         finally:
             source.close()
