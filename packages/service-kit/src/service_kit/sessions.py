@@ -47,17 +47,22 @@ async def verified_claims(request: Request, authorization: str) -> dict[str, Any
     return claims
 
 
+async def _caller_claims(request: Request, authorization: str | None) -> dict[str, Any] | None:
+    """None without a token (the caller is anon); the verified claims with one."""
+    return None if authorization is None else await verified_claims(request, authorization)
+
+
 async def caller_session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> AsyncIterator[AsyncSession]:
     """A session in the caller's role: anon without a token, the user's claims with one."""
     database: Database = request.app.state.database
-    if authorization is None:
-        async with database.async_anon_session() as session:
-            yield session
-        return
-    claims = await verified_claims(request, authorization)
-    async with database.async_user_session(claims=claims, verify_user=True) as session:
+    claims = await _caller_claims(request, authorization)
+    if claims is None:
+        opened = database.async_anon_session()
+    else:
+        opened = database.async_user_session(claims=claims, verify_user=True)
+    async with opened as session:
         yield session
 
 
@@ -89,9 +94,9 @@ class Caller:
 async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
     """The caller: anon without a token, the user's claims with one (a bad token is a 401)."""
     database: Database = request.app.state.database
-    if authorization is None:
+    claims = await _caller_claims(request, authorization)
+    if claims is None:
         return Caller(database=database, identity=_ANON, verify_user=False)
-    claims = await verified_claims(request, authorization)
     return Caller(database=database, identity=identity_for(claims), verify_user=True)
 
 
@@ -105,12 +110,12 @@ async def read_caller_session(
     For listings a caller can accept slightly behind the primary; a read that must see a write
     just made (by this caller or one it was told about) takes CallerSession."""
     database: Database = request.app.state.database
-    if authorization is None:
-        async with database.async_read_anon_session() as session:
-            yield session
-        return
-    claims = await verified_claims(request, authorization)
-    async with database.async_read_user_session(claims=claims, verify_user=True) as session:
+    claims = await _caller_claims(request, authorization)
+    if claims is None:
+        opened = database.async_read_anon_session()
+    else:
+        opened = database.async_read_user_session(claims=claims, verify_user=True)
+    async with opened as session:
         yield session
 
 
