@@ -223,9 +223,9 @@ def _batch(
 
 @contextlib.contextmanager
 def _unpartitioned_statement() -> Iterator[None]:
-    """The package renders its merge from the model: for a partitioned table one that finds the
-    new rows by a lookup (a partitioned INSERT cannot return xmax), for a plain one by xmax.
-    The baseline runs what the package ran before ohlcv was partitioned: the xmax one."""
+    """The package renders its merge from the model: for a partitioned table one that tells new
+    rows by the ids they were staged with (a partitioned INSERT cannot return xmax), for a plain
+    one by xmax. The baseline runs what the package ran before ohlcv was partitioned: xmax."""
     options = Ohlcv.__table__.dialect_options["postgresql"]  # type: ignore[attr-defined]
     partition_by = options["partition_by"]
     options["partition_by"] = None
@@ -337,7 +337,6 @@ def run(report: Report, url: URL, *, quick: bool) -> None:
         symbols=10 if quick else 20,
         bars=20_000 if quick else 100_000,  # 15- or 5-minute bars: about a year
         step=15 if quick else 5,
-        # Small: the partitioned table's merge statement grows with rows x stage rows.
         size=4_000 if quick else 20_000,
         repeat=5,
     )

@@ -25,16 +25,23 @@ from sqlalchemy import Connection
 from database.errors import BulkWriteError, InvalidInputError
 from database.repositories import BulkWriter, UpsertResult, bulk_write
 from database.repositories.bulk import Rejected
+from database.repositories.bulk_plan import Statements, copy_plan, copy_rows
 from database.repositories.bulk_write import ChunkWriter
 from database.repositories.rows import RowValidator
-from database.schema import CollectionRunCreate, WhaleTransaction, WhaleTransactionCreate
+from database.schema import (
+    CollectionRunCreate,
+    Ohlcv,
+    OhlcvCreate,
+    WhaleTransaction,
+    WhaleTransactionCreate,
+)
 from database.sessions import Database
-from database_tools.factories import WhaleTransactionFactory
+from database_tools.factories import OhlcvFactory, WhaleTransactionFactory
 
 
 @pytest.fixture(autouse=True)
 def _empty_tables(truncate_after: Callable[..., None]) -> None:
-    truncate_after("whale_transactions", "system_events")
+    truncate_after("whale_transactions", "system_events", "ohlcv")
 
 
 def rows(n: int, *, block: int = 0) -> list[dict[str, Any]]:
@@ -201,6 +208,76 @@ def test_a_deadlock_from_outside_is_retried_and_the_chunk_counted_once(
 
 
 _touch = sa.text("update whale_transactions set gas_used = gas_used where hash = :h")
+
+
+def _bars(n: int) -> list[dict[str, Any]]:
+    """`n` bars of one series, in key order."""
+    return [
+        OhlcvCreate.model_validate(b.model_dump()).model_dump() for b in OhlcvFactory.build_batch(n)
+    ]
+
+
+_INSERT_BAR = sa.text(
+    "insert into ohlcv (source, symbol, timeframe, bucket_start, open, high, low, close, volume)"
+    " values (:source, :symbol, :timeframe, :bucket_start, :open, :high, :low, :close, :volume)"
+    " returning id"
+)
+
+
+def test_a_partitioned_merge_counts_a_key_committed_while_it_waited_as_updated(
+    database: Database,
+) -> None:
+    """ohlcv is partitioned, so its merge cannot tell an update by xmax. A key another session
+    commits after the merge's snapshot was taken is updated by the merge (ON CONFLICT sees it),
+    so it must count as updated, not inserted: the count follows the row, not the snapshot."""
+    first, middle, last = _bars(3)
+    writer = BulkWriter(database)
+    writer.upsert(Ohlcv, rows=[first, last])  # stored: the writer's probe finds them, so merges
+    revised = {**middle, "close": Decimal("3001")}
+    outcome: list[UpsertResult | BaseException] = []
+    with database.engine.connect() as other:
+        other.begin()
+        theirs = other.execute(_INSERT_BAR, middle).scalar_one()  # not committed yet
+
+        def upsert() -> None:
+            try:
+                outcome.append(writer.upsert(Ohlcv, rows=[first, revised, last]))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=upsert)
+        thread.start()
+        _wait_for_lock_waiter(other)  # the merge waits on the middle key
+        other.commit()
+        thread.join()
+    (result,) = outcome
+    assert isinstance(result, UpsertResult), result
+    assert (result.inserted, result.updated, result.unchanged) == (0, 1, 2)
+    stored = _scalar(database, "select id::text || ' ' || close::text from ohlcv"
+                     f" where bucket_start = '{middle['bucket_start'].isoformat()}'")  # fmt: skip
+    assert stored == f"{theirs} 3001.000000000000000000"
+
+
+@pytest.mark.parametrize("server_ids", [False, True], ids=["ids made here", "ids by default"])
+def test_both_partitioned_merges_count_inserts_updates_and_unchanged_rows(
+    database: Database, server_ids: bool
+) -> None:
+    """The partitioned merge tells new rows by the id they were staged with; where the database
+    makes the ids (a user's writer), by the keys present before. Both count alike."""
+    bars = _bars(6)
+    BulkWriter(database).upsert(Ohlcv, rows=bars[:4])
+    batch = [bars[0], {**bars[1], "close": Decimal("2995")}, bars[2], {**bars[3], "volume": 0}]
+    batch += bars[4:]
+    plan = copy_plan(Ohlcv, None, {}, server_ids=server_ids)
+    statements = Statements(plan, "update")
+    build = plan.builder()
+    with database.engine.begin() as c:
+        c.exec_driver_sql(statements.create_stage)
+        copy_rows(c, statements.stage_copy, plan.complete([build(b) for b in batch]))
+        counts = tuple(c.exec_driver_sql(statements.merge).one())
+    assert counts == (2, 2)  # inserted, updated; the other two unchanged
+    assert _scalar(database, "select count(*) from ohlcv") == 6
+    assert _scalar(database, "select count(*) from ohlcv where close = 2995 or volume = 0") == 2
 
 
 def _wait_for_lock_waiter(connection: Connection) -> None:

@@ -264,8 +264,19 @@ def _merge_sql(plan: CopyPlan, stage: str, on_conflict: str) -> sql.Composed:
             " select count(*) filter (where inserted), count(*) filter (where not inserted)"
             " from merged"
         ).format(**parts)
-    # A partitioned table cannot return xmax from this INSERT: a row is new when its key was
-    # not there in the statement's snapshot (the same snapshot the merge runs in). `present`
+    # A partitioned table cannot return xmax from this INSERT. When the id is made here (a fresh
+    # UUIDv7 per staged row, never part of the key), a row is new exactly when it comes back with
+    # the id it was staged with: an update keeps the stored row's id. That also holds for a key a
+    # concurrent writer committed after this statement's snapshot. One hash join of the returned
+    # ids with the stage, no second probe of the partitions.
+    if "id" in dict(plan.generated) and "id" not in plan.key:
+        return sql.SQL(
+            "with merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
+            " order by {order} on conflict ({key}) {action} returning t.id)"
+            " select count(s.id), count(*) - count(s.id)"
+            " from merged m left join {stage} s on s.id = m.id"
+        ).format(**parts)
+    # Otherwise a row is new when its key was not there in the statement's snapshot. `present`
     # is materialized and joined (a hash join): inlined into a per-row NOT EXISTS, it rescanned
     # the staged rows for every written row — quadratic in the chunk.
     return sql.SQL(

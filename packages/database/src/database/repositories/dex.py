@@ -48,26 +48,23 @@ _BUILD = sa.text(
                quote_amount / base_amount as price, base_amount
           from dex_trades
          where pool_id = :pool_id and block_timestamp >= :start and block_timestamp < :end
-    ), bars as (
-        select bucket_start,
+    ), bars as materialized (
+        -- Each bar staged with a fresh id: ohlcv is partitioned, so its INSERT cannot return
+        -- xmax; a bar is new when it comes back with its own id (an update keeps the stored
+        -- one), which holds for a bar another session committed meanwhile too.
+        select private.uuid_v7() as bar_id, bucket_start,
                (array_agg(price order by block_timestamp, id))[1] as open,
                max(price) as high,
                min(price) as low,
                (array_agg(price order by block_timestamp desc, id desc))[1] as close,
                sum(base_amount) as volume
           from priced
-         group by 1
-    ), present as (
-        -- ohlcv is partitioned: its INSERT cannot return xmax, so a bar is new
-        -- when its key was not there in this statement's snapshot.
-        select o.bucket_start from ohlcv o, pool
-         where o.source = pool.source and o.symbol = pool.symbol and o.timeframe = :timeframe
-           and o.bucket_start >= :start and o.bucket_start < :end
+         group by bucket_start
     ), merged as (
-        insert into ohlcv as o (source, symbol, timeframe, bucket_start, open, high, low, close,
-                                volume)
-        select pool.source, pool.symbol, :timeframe, bars.bucket_start, bars.open, bars.high,
-               bars.low, bars.close, bars.volume
+        insert into ohlcv as o (id, source, symbol, timeframe, bucket_start, open, high, low,
+                                close, volume)
+        select bars.bar_id, pool.source, pool.symbol, :timeframe, bars.bucket_start, bars.open,
+               bars.high, bars.low, bars.close, bars.volume
           from bars cross join pool
         on conflict (source, symbol, timeframe, bucket_start) do update
            set open = excluded.open, high = excluded.high, low = excluded.low,
@@ -75,7 +72,7 @@ _BUILD = sa.text(
          where (o.open, o.high, o.low, o.close, o.volume)
                is distinct from (excluded.open, excluded.high, excluded.low, excluded.close,
                                  excluded.volume)
-        returning o.bucket_start not in (select bucket_start from present) as inserted
+        returning o.id in (select bar_id from bars) as inserted
     )
     select (select count(*) filter (where inserted) from merged) as inserted,
            (select count(*) filter (where not inserted) from merged) as updated,
