@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,10 +22,11 @@ from sqlalchemy.engine import URL
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.connect import conninfo
-from database.errors import ReadOnlySessionError
+from database.errors import ReadOnlySessionError, UnknownUserError
 from database.schema.market import MarketData
 from database.sessions import Database, user_claims
 from database.settings import load_settings
+from database_tools.identities import create_auth_user
 from database_tools.standby import wait_replayed
 
 
@@ -227,3 +229,49 @@ def test_database_health_prints_the_lag(
             assert set(replica) == {"url", "standby", "lag_bytes", "lag_seconds", "error"}
         else:
             assert health["replicas"] == []
+
+
+async def test_a_user_not_replayed_yet_is_read_on_the_primary(
+    database_url: URL, standby_url: URL, truncate_after: Callable[..., None]
+) -> None:
+    """With verify_user, the read user sessions look the user up on the replica; one created
+    after the replica's last replay is looked up on the primary and read there, one replayed is
+    read on the replica, and one known nowhere is UnknownUserError."""
+    truncate_after("auth.users")
+    db = _database(database_url, conninfo(standby_url))
+    where = text("select current_user, pg_is_in_recovery()")
+    try:
+        with db.service_session() as s:
+            known = create_auth_user(s.connection())
+        wait_replayed(standby=standby_url, primary=database_url)
+        with psycopg.connect(conninfo(standby_url), autocommit=True) as standby:
+            standby.execute("select pg_wal_replay_pause()")
+            try:
+                with db.service_session() as s:
+                    new = create_auth_user(s.connection())
+                for user, on_standby in ((known, True), (new, False)):
+                    claims = user_claims(user_id=user)
+                    with db.read_user_session(claims=claims, verify_user=True) as sync:
+                        assert tuple(sync.connection().execute(where).one()) == (
+                            "authenticated",
+                            on_standby,
+                        )
+                    async with db.async_read_user_session(claims=claims, verify_user=True) as s:
+                        row = (await _run(s, where)).one()
+                        assert tuple(row) == ("authenticated", on_standby)
+                        assert (
+                            await _run(s, text("show transaction_read_only"))
+                        ).scalar_one() == "on"
+                nobody = user_claims(user_id=uuid.uuid4())
+                with (
+                    pytest.raises(UnknownUserError),
+                    db.read_user_session(claims=nobody, verify_user=True) as sync,
+                ):
+                    sync.connection()
+                with pytest.raises(UnknownUserError):
+                    async with db.async_read_user_session(claims=nobody, verify_user=True) as s:
+                        await s.connection()
+            finally:
+                standby.execute("select pg_wal_replay_resume()")
+    finally:
+        await db.adispose()

@@ -220,15 +220,27 @@ class Database:
         *,
         verify_user: bool = False,
         read_only: bool = False,
+        primary: Engine | None = None,
     ) -> Iterator[Session]:
-        session: Session
-        if identity is None:
-            session = (_ReadSession if read_only else Session)(engine, expire_on_commit=False)
-        else:
-            session = (_ReadCallerSession if read_only else _CallerSession)(
-                engine, expire_on_commit=False, info={_IDENTITY: (identity, verify_user)}
+        """`primary`: where to ask for a user the replica `engine` does not know (yet)."""
+
+        def make(on: Engine) -> Session:
+            if identity is None:
+                return (_ReadSession if read_only else Session)(on, expire_on_commit=False)
+            return (_ReadCallerSession if read_only else _CallerSession)(
+                on, expire_on_commit=False, info={_IDENTITY: (identity, verify_user)}
             )
+
+        session = make(engine)
         try:
+            if primary is not None:
+                try:
+                    session.connection()  # begins: impersonates, looks the user up
+                except UnknownUserError:
+                    session.close()  # not replayed yet, or no such user: the primary says
+                    session = make(primary)
+                    # The primary's API role is not read-only by itself; this transaction is.
+                    session.connection().exec_driver_sql(_READ_ONLY)
             yield session
             session.commit()
         except DatabaseUnavailableError as exc:
@@ -262,12 +274,15 @@ class Database:
     def read_user_session(
         self, *, claims: Claims, verify_user: bool = False
     ) -> AbstractContextManager[Session]:
-        """`user_session()` on a replica (or the primary), read-only: RLS applies there too."""
+        """`user_session()` on a replica (or the primary), read-only: RLS applies there too.
+        With `verify_user`, a user the replica does not know yet (created a moment ago, not
+        replayed) is looked up on the primary, and the session reads there."""
         return self._session(
             self._next(self.read_api_engines),
             identity_for(claims),
             verify_user=verify_user,
             read_only=True,
+            primary=self.api_engine if verify_user and self.read_urls else None,
         )
 
     def read_anon_session(self) -> AbstractContextManager[Session]:
@@ -286,23 +301,35 @@ class Database:
         *,
         verify_user: bool = False,
         read_only: bool = False,
+        primary: AsyncEngine | None = None,
     ) -> AsyncIterator[AsyncSession]:
+        """`primary`: where to ask for a user the replica `engine` does not know (yet)."""
+
         # The async session drives a sync one: its class carries the impersonation and the
         # refusal of writes, exactly as for the sync sessions.
-        if identity is None:
-            session = AsyncSession(
-                engine,
-                expire_on_commit=False,
-                sync_session_class=_ReadSession if read_only else Session,
-            )
-        else:
-            session = AsyncSession(
-                engine,
+        def make(on: AsyncEngine) -> AsyncSession:
+            if identity is None:
+                return AsyncSession(
+                    on,
+                    expire_on_commit=False,
+                    sync_session_class=_ReadSession if read_only else Session,
+                )
+            return AsyncSession(
+                on,
                 expire_on_commit=False,
                 sync_session_class=_ReadCallerSession if read_only else _CallerSession,
                 info={_IDENTITY: (identity, verify_user)},
             )
+
+        session = make(engine)
         try:
+            if primary is not None:
+                try:
+                    await session.connection()  # begins: impersonates, looks the user up
+                except UnknownUserError:
+                    await session.close()  # not replayed yet, or no such user: the primary says
+                    session = make(primary)
+                    await (await session.connection()).exec_driver_sql(_READ_ONLY)
             yield session
             await session.commit()
         except DatabaseUnavailableError as exc:
@@ -333,13 +360,14 @@ class Database:
     def async_read_user_session(
         self, *, claims: Claims, verify_user: bool = False
     ) -> AbstractAsyncContextManager[AsyncSession]:
-        """`read_user_session()`, async: RLS applies on the replica too. With `verify_user`
-        the user is looked up on the replica: one created a moment ago may not be there yet."""
+        """`read_user_session()`, async: RLS applies on the replica too; a user the replica
+        does not know yet is looked up on the primary, and the session reads there."""
         return self._async_session(
             self._next(self.async_read_api_engines),
             identity_for(claims),
             verify_user=verify_user,
             read_only=True,
+            primary=self.async_api_engine if verify_user and self.read_urls else None,
         )
 
     def async_read_anon_session(self) -> AbstractAsyncContextManager[AsyncSession]:
@@ -451,6 +479,7 @@ def _literal(value: str) -> str:
 
 
 _IDENTITY = "database.identity"
+_READ_ONLY = "set transaction read only"
 
 
 class _CallerSession(Session):

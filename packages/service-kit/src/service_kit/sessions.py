@@ -16,9 +16,11 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from database.caller_reads import read_as
+from database.errors import UnknownUserError
 from database.sessions import Database, identity_for, run_in
 
 __all__ = [
@@ -79,15 +81,23 @@ class Caller:
         self, *, sql: str, params: Mapping[str, Any], replica: bool = False
     ) -> list[Sequence[Any]]:
         """Rows of `sql` read as the caller; with `replica`, on a read replica in turn (the
-        primary when there is none), for listings that may run slightly behind."""
+        primary when there is none), for listings that may run slightly behind. A user the
+        replica does not know yet (created a moment ago) is read on the primary."""
         database = self.database
-        engine = database.next_async_read_api_engine() if replica else database.async_api_engine
+        on_replica = replica and bool(database.read_urls)
+        engine = database.next_async_read_api_engine() if on_replica else database.async_api_engine
+        try:
+            return await self._read(engine, sql, params)
+        except UnknownUserError:
+            if not on_replica:
+                raise
+        return await self._read(database.async_api_engine, sql, params)
+
+    async def _read(
+        self, engine: AsyncEngine, sql: str, params: Mapping[str, Any]
+    ) -> list[Sequence[Any]]:
         return await read_as(
-            engine,
-            identity=self.identity,
-            sql=sql,
-            params=params,
-            verify_user=self.verify_user,
+            engine, identity=self.identity, sql=sql, params=params, verify_user=self.verify_user
         )
 
 
