@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +23,7 @@ from database.repositories import WhaleTransactionRepository
 from database.schema.whales import WhaleTransactionPublic, WhaleTransactionsPublic
 from database.sessions import Database
 from database.settings import load_settings
+from database_tools.loopback import serve
 from service_kit.pages import page_response, row_response
 from service_kit.sessions import Caller
 from service_kit.tokens import TokenVerifier
@@ -265,6 +268,42 @@ def test_database_down_is_503_with_a_clear_body() -> None:
             assert response.json()["detail"] == "database unavailable"
             # Where the database lives and why it failed belong in the server log only.
             assert str(url.port) not in response.text
+
+
+def test_a_request_that_finds_no_pooled_connection_in_time_is_503_busy(
+    database: Database,
+) -> None:
+    """Requests beyond the pool wait for a connection (no overflow on serving engines), up to
+    DB_POOL_TIMEOUT; then a 503 saying so, with Retry-After, never a 500. Shown with a pool of
+    one, held by a request waiting on a lock."""
+    settings = load_settings(db_pool_size=1, db_pool_timeout=0.3)
+    busy = Database(settings=settings, url=database.url)
+    answers: dict[str, httpx.Response] = {}
+    with serve(create_app(database=busy)) as base, database.engine.connect() as locker:
+        locker.begin()
+        locker.execute(text("lock table whale_transactions in access exclusive mode"))
+
+        def first() -> None:
+            answers["first"] = httpx.get(f"{base}/whale-transactions", timeout=30)
+
+        holder = threading.Thread(target=first)
+        holder.start()
+        waiting = text(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+            " and datname = current_database()"
+        )
+        with database.engine.connect() as probe:
+            while not probe.execute(waiting).scalar_one():
+                time.sleep(0.02)
+                probe.rollback()
+        second = httpx.get(f"{base}/whale-transactions", timeout=30)
+        locker.rollback()
+        holder.join()
+    busy.dispose()
+    assert second.status_code == 503
+    assert second.json() == {"detail": "database busy"}
+    assert second.headers["retry-after"] == "1"
+    assert answers["first"].status_code == 200  # it had the connection: it waited and went on
 
 
 def test_openapi_reflects_the_package_models(client: TestClient) -> None:

@@ -70,6 +70,7 @@ def test_secrets_never_appear_in_repr_or_str(monkeypatch: pytest.MonkeyPatch) ->
 def test_pool_defaults_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert (settings.db_pool_size, settings.db_max_overflow) == (5, 10)
+    assert settings.db_api_max_overflow == 0  # serving engines queue (test_whale_api shows it)
     assert (settings.db_pool_timeout, settings.db_pool_recycle) == (30.0, 1800)
     assert settings.db_pool_pre_ping is False
     monkeypatch.setenv("DB_POOL_SIZE", "0")

@@ -93,21 +93,24 @@ def connect_args(url: URL, *, purpose: Purpose, settings: Settings | None = None
     return args
 
 
-def _pool_options(purpose: Purpose, settings: Settings) -> dict[str, Any]:
+def _pool_options(purpose: Purpose, settings: Settings, *, serving: bool) -> dict[str, Any]:
     if purpose is Purpose.MIGRATE:
         return {"poolclass": NullPool}
     if purpose is Purpose.API:
         # The API login role can do nothing until a session impersonates anon or a user, and
         # that statement opens the transaction itself (`sessions.impersonate`): no separate
         # BEGIN round trip per request.
-        return {"isolation_level": "AUTOCOMMIT", **_pool_sizes(settings)}
-    return _pool_sizes(settings)
+        return {"isolation_level": "AUTOCOMMIT", **_pool_sizes(settings, serving=True)}
+    return _pool_sizes(settings, serving=serving)
 
 
-def _pool_sizes(settings: Settings) -> dict[str, Any]:
+def _pool_sizes(settings: Settings, *, serving: bool) -> dict[str, Any]:
     return {
         "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_max_overflow,
+        # A request holds its connection for a round trip or three: requests beyond the pool
+        # wait for one (DB_POOL_TIMEOUT) rather than each opening and closing its own, which
+        # cost a worker half its throughput at 16 concurrent requests (`make bench`, api).
+        "max_overflow": settings.db_api_max_overflow if serving else settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
         "pool_recycle": settings.db_pool_recycle,
         "pool_pre_ping": settings.db_pool_pre_ping,
@@ -115,12 +118,18 @@ def _pool_sizes(settings: Settings) -> dict[str, Any]:
 
 
 def create_engine_for(
-    url: URL, *, purpose: Purpose, settings: Settings | None = None, **overrides: Any
+    url: URL,
+    *,
+    purpose: Purpose,
+    settings: Settings | None = None,
+    serving: bool = False,
+    **overrides: Any,
 ) -> Engine:
-    """A sync engine for `purpose`; `overrides` go to SQLAlchemy (e.g. a test's pool size)."""
+    """A sync engine for `purpose`; `serving`: it serves requests (API engines always do);
+    `overrides` go to SQLAlchemy (e.g. a test's pool size)."""
     s = settings or get_settings()
     options = {
-        **_pool_options(purpose, s),
+        **_pool_options(purpose, s, serving=serving),
         "connect_args": connect_args(url, purpose=purpose, settings=s),
         **overrides,
     }
@@ -131,11 +140,16 @@ def create_engine_for(
 
 
 def create_async_engine_for(
-    url: URL, *, purpose: Purpose, settings: Settings | None = None, **overrides: Any
+    url: URL,
+    *,
+    purpose: Purpose,
+    settings: Settings | None = None,
+    serving: bool = False,
+    **overrides: Any,
 ) -> AsyncEngine:
     s = settings or get_settings()
     options = {
-        **_pool_options(purpose, s),
+        **_pool_options(purpose, s, serving=serving),
         "connect_args": connect_args(url, purpose=purpose, settings=s),
         **overrides,
     }

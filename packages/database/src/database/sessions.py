@@ -157,7 +157,11 @@ class Database:
         API engine (the impersonation opens the transaction)."""
         return [
             create_engine_for(
-                url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
+                url,
+                purpose=Purpose.READ,
+                settings=self.settings,
+                serving=True,
+                isolation_level="AUTOCOMMIT",
             )
             for url in self._read_api_urls()
         ]
@@ -175,7 +179,11 @@ class Database:
         """`read_api_engines`, async."""
         return [
             create_async_engine_for(
-                url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
+                url,
+                purpose=Purpose.READ,
+                settings=self.settings,
+                serving=True,
+                isolation_level="AUTOCOMMIT",
             )
             for url in self._read_api_urls()
         ]

@@ -10,6 +10,7 @@
 | InvalidInputError          | 422    | FastAPI's shape: `{"detail": [{loc, msg, type}]}` |
 | a body that is not UTF-8   | 422    | the same shape (FastAPI alone says 400) |
 | DatabaseUnavailableError   | 503    | `{"detail": "database unavailable"}`   |
+| no pooled connection free  | 503    | `{"detail": "database busy"}` + Retry-After |
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from database.errors import (
@@ -147,3 +149,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unavailable(_: Request, exc: DatabaseUnavailableError) -> JSONResponse:
         log.error("database unavailable: %s", exc)  # host and reason: for the operator only
         return JSONResponse({"detail": "database unavailable"}, status_code=503)
+
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _busy(_: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+        # Every pooled connection stayed taken for DB_POOL_TIMEOUT: more requests than the
+        # worker's pool serves. The client may come back; the operator sizes the pool.
+        log.warning("no database connection free: %s", exc)
+        return JSONResponse(
+            {"detail": "database busy"}, status_code=503, headers={"Retry-After": "1"}
+        )
