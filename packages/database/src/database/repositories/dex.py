@@ -72,11 +72,16 @@ _BUILD = sa.text(
          where (o.open, o.high, o.low, o.close, o.volume)
                is distinct from (excluded.open, excluded.high, excluded.low, excluded.close,
                                  excluded.volume)
-        returning o.id in (select bar_id from bars) as inserted
+        returning o.id
+    ), counted as (
+        -- A join, not `id in (select …)` per row: past work_mem that subplan is not hashed
+        -- and rescans every bar for each one (300k bars took minutes).
+        select count(b.bar_id) as inserted, count(*) - count(b.bar_id) as updated
+          from merged m left join bars b on b.bar_id = m.id
     )
-    select (select count(*) filter (where inserted) from merged) as inserted,
-           (select count(*) filter (where not inserted) from merged) as updated,
+    select counted.inserted, counted.updated,
            (select source from pool) as source, (select symbol from pool) as symbol
+      from counted
     """
 )
 
