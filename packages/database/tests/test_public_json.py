@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import factory
+import psycopg
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -285,3 +286,23 @@ async def test_parameters_are_bound_by_the_client_as_values(one_connection: Any)
     )
     assert rows[0][0] == hostile
     assert rows[0][1] == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_a_read_is_read_only_on_the_primary_too(
+    database: Database, one_connection: Any
+) -> None:
+    """A replica refuses writes by itself, the primary does not: the read's transaction is
+    read-only wherever it runs, and the role may write (authenticated may insert an alert)."""
+    with database.engine.begin() as conn:
+        user = create_auth_user(conn)
+    try:
+        claims = identity_for(user_claims(user_id=user))
+        mode = "select current_setting('transaction_read_only')"
+        rows = await read_as(one_connection, identity=claims, sql=mode, params={})
+        assert [tuple(r) for r in rows] == [("on",)]
+        write = "delete from alerts where user_id = auth.uid()"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await read_as(one_connection, identity=claims, sql=write, params={})
+    finally:
+        with database.engine.begin() as conn:
+            conn.execute(sa.text("delete from auth.users where id = :id"), {"id": user})

@@ -256,12 +256,20 @@ async def test_a_user_not_replayed_yet_is_read_on_the_primary(
                             "authenticated",
                             on_standby,
                         )
+                        for _ in range(2):
+                            read_only = sync.connection().exec_driver_sql(
+                                "show transaction_read_only"
+                            )
+                            assert read_only.scalar_one() == "on"
+                            sync.commit()
                     async with db.async_read_user_session(claims=claims, verify_user=True) as s:
                         row = (await _run(s, where)).one()
                         assert tuple(row) == ("authenticated", on_standby)
-                        assert (
-                            await _run(s, text("show transaction_read_only"))
-                        ).scalar_one() == "on"
+                        # Every transaction of the session, not only its first.
+                        for _ in range(2):
+                            read_only = await _run(s, text("show transaction_read_only"))
+                            assert read_only.scalar_one() == "on"
+                            await s.commit()
                 nobody = user_claims(user_id=uuid.uuid4())
                 with (
                     pytest.raises(UnknownUserError),

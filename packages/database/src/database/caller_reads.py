@@ -1,8 +1,9 @@
 """A caller's read in one round trip: role, claims and query sent as one simple query.
 
 PostgreSQL runs the statements of one simple query as one implicit transaction, so
-`select set_config('role', …, true), set_config('request.jwt.claims', …, true); select …`
-reads as the caller, with row-level security deciding, and commits when it ends — no BEGIN, no
+`select set_config('role', …, true), set_config('request.jwt.claims', …, true); set transaction
+read only; select …` reads as the caller, with row-level security deciding, in a read-only
+transaction wherever it runs, and commits when it ends — no BEGIN, no
 COMMIT, no prepared statement: safe behind Supabase's transaction pooler. A user session costs
 three round trips for the same read (role and BEGIN, the query, COMMIT), and each wakes the
 event loop and the driver twice.
@@ -36,7 +37,9 @@ async def read_as(
     API engine (autocommit at the driver). With `verify_user`, UnknownUserError when the claims
     name a user that is not in auth.users."""
     # `%` in the impersonation's literals is text, not a placeholder.
-    statement = impersonation_sql(identity, verify_user=verify_user).replace("%", "%%")
+    # Read-only wherever it runs (a replica is; the primary is not by itself).
+    statement = impersonation_sql(identity, verify_user=verify_user, read_only=True)
+    statement = statement.replace("%", "%%")
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
         driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
@@ -44,6 +47,7 @@ async def read_as(
             async with psycopg.AsyncClientCursor(driver) as cursor:
                 await cursor.execute(f"{statement}; {sql}", params)
                 caller = await cursor.fetchone()
+                cursor.nextset()  # the read-only statement's
                 cursor.nextset()
                 rows = await cursor.fetchall()
         except psycopg.OperationalError as exc:

@@ -140,7 +140,12 @@ class Database:
 
     @cached_property
     def async_api_engine(self) -> AsyncEngine:
-        return create_async_engine_for(self.api_url, purpose=Purpose.API, settings=self.settings)
+        """User and anon sessions of request handlers: `serving`, a request beyond the pool
+        waits for a connection (sync code, e.g. a user's BulkWriter thread beside a session,
+        takes the sync engines, which may overflow)."""
+        return create_async_engine_for(
+            self.api_url, purpose=Purpose.API, settings=self.settings, serving=True
+        )
 
     @cached_property
     def read_engines(self) -> list[Engine]:
@@ -157,11 +162,7 @@ class Database:
         API engine (the impersonation opens the transaction)."""
         return [
             create_engine_for(
-                url,
-                purpose=Purpose.READ,
-                settings=self.settings,
-                serving=True,
-                isolation_level="AUTOCOMMIT",
+                url, purpose=Purpose.READ, settings=self.settings, isolation_level="AUTOCOMMIT"
             )
             for url in self._read_api_urls()
         ]
@@ -232,11 +233,11 @@ class Database:
     ) -> Iterator[Session]:
         """`primary`: where to ask for a user the replica `engine` does not know (yet)."""
 
-        def make(on: Engine) -> Session:
+        def make(on: Engine, *, read_only_tx: bool = False) -> Session:
             if identity is None:
                 return (_ReadSession if read_only else Session)(on, expire_on_commit=False)
             return (_ReadCallerSession if read_only else _CallerSession)(
-                on, expire_on_commit=False, info={_IDENTITY: (identity, verify_user)}
+                on, expire_on_commit=False, info={_IDENTITY: (identity, verify_user, read_only_tx)}
             )
 
         session = make(engine)
@@ -246,9 +247,9 @@ class Database:
                     session.connection()  # begins: impersonates, looks the user up
                 except UnknownUserError:
                     session.close()  # not replayed yet, or no such user: the primary says
-                    session = make(primary)
-                    # The primary's API role is not read-only by itself; this transaction is.
-                    session.connection().exec_driver_sql(_READ_ONLY)
+                    # The primary's API role is not read-only by itself: every transaction of
+                    # this session is made so where it starts.
+                    session = make(primary, read_only_tx=True)
             yield session
             session.commit()
         except DatabaseUnavailableError as exc:
@@ -315,7 +316,7 @@ class Database:
 
         # The async session drives a sync one: its class carries the impersonation and the
         # refusal of writes, exactly as for the sync sessions.
-        def make(on: AsyncEngine) -> AsyncSession:
+        def make(on: AsyncEngine, *, read_only_tx: bool = False) -> AsyncSession:
             if identity is None:
                 return AsyncSession(
                     on,
@@ -326,7 +327,7 @@ class Database:
                 on,
                 expire_on_commit=False,
                 sync_session_class=_ReadCallerSession if read_only else _CallerSession,
-                info={_IDENTITY: (identity, verify_user)},
+                info={_IDENTITY: (identity, verify_user, read_only_tx)},
             )
 
         session = make(engine)
@@ -336,8 +337,7 @@ class Database:
                     await session.connection()  # begins: impersonates, looks the user up
                 except UnknownUserError:
                     await session.close()  # not replayed yet, or no such user: the primary says
-                    session = make(primary)
-                    await (await session.connection()).exec_driver_sql(_READ_ONLY)
+                    session = make(primary, read_only_tx=True)
             yield session
             await session.commit()
         except DatabaseUnavailableError as exc:
@@ -448,38 +448,50 @@ class Database:
 
 
 def impersonate(
-    connection: Connection, identity: tuple[str, str], *, verify_user: bool = False
+    connection: Connection,
+    identity: tuple[str, str],
+    *,
+    verify_user: bool = False,
+    read_only: bool = False,
 ) -> None:
     """Make the rest of the connection's transaction run as `identity` (role + claims). With
-    `verify_user`, UnknownUserError when the claims name a user that is not in auth.users.
+    `verify_user`, UnknownUserError when the claims name a user that is not in auth.users;
+    with `read_only`, the transaction is read-only too (same round trip).
 
     On an API connection (autocommit at the driver: its login role can do nothing by itself)
     this statement opens the transaction too: `…; begin` in one simple query turns the
     statement's implicit transaction into the request's, one round trip instead of two."""
     driver = connection.connection.driver_connection
     opens = bool(getattr(driver, "autocommit", False))
-    statement = _impersonation(*identity, verify_user=verify_user, opens=opens)
+    statement = _impersonation(*identity, verify_user=verify_user, opens=opens, read_only=read_only)
     # No parameters at all, so the driver sends a simple query (a '%' in claims stays text).
     result = connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
     if not result.one().known:
         raise UnknownUserError()
 
 
-def impersonation_sql(identity: tuple[str, str], *, verify_user: bool = False) -> str:
-    """The statement that makes the rest of a transaction run as `identity`, as text; its one
-    row's last column is whether the claims name a known user (always true without
-    `verify_user`)."""
-    return _impersonation(*identity, verify_user=verify_user, opens=False)
+def impersonation_sql(
+    identity: tuple[str, str], *, verify_user: bool = False, read_only: bool = False
+) -> str:
+    """The statements that make the rest of a transaction run as `identity`, as text. The
+    first's one row's last column is whether the claims name a known user (always true without
+    `verify_user`); with `read_only`, a second makes the transaction read-only."""
+    return _impersonation(*identity, verify_user=verify_user, opens=False, read_only=read_only)
 
 
 @lru_cache(maxsize=4096)
-def _impersonation(role: str, claims: str, *, verify_user: bool, opens: bool) -> str:
+def _impersonation(
+    role: str, claims: str, *, verify_user: bool, opens: bool, read_only: bool = False
+) -> str:
     """The statement as text, literals quoted by the driver (no parameters: a simple query may
-    hold two statements); cached, as most callers repeat an identity (anon, a busy user)."""
+    hold several statements); cached, as most callers repeat an identity (anon, a busy user)."""
     values = {"role": _literal(role), "claims": _literal(claims)}
     known = _KNOWN.format(**values) if verify_user else "true"
     statement = _IMPERSONATE.format(known=known, **values)
-    return statement + "; begin" if opens else statement
+    if opens:
+        statement += "; begin"
+    # Allowed after the first statement: only a switch to read-write must come before any.
+    return f"{statement}; {_READ_ONLY}" if read_only else statement
 
 
 def _literal(value: str) -> str:
@@ -497,8 +509,8 @@ class _CallerSession(Session):
 @event.listens_for(_CallerSession, "after_begin")
 def _impersonate_on_begin(session: Session, _transaction: object, connection: Connection) -> None:
     # One listener for the class, not one registered per session: cheaper per request.
-    identity, verify_user = session.info[_IDENTITY]
-    impersonate(connection, identity, verify_user=verify_user)
+    identity, verify_user, read_only = session.info[_IDENTITY]
+    impersonate(connection, identity, verify_user=verify_user, read_only=read_only)
 
 
 class _ReadSession(Session):
