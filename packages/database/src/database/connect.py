@@ -100,7 +100,7 @@ def _pool_options(purpose: Purpose, settings: Settings, *, serving: bool) -> dic
         # The API login role can do nothing until a session impersonates anon or a user, and
         # that statement opens the transaction itself (`sessions.impersonate`): no separate
         # BEGIN round trip per request.
-        return {"isolation_level": "AUTOCOMMIT", **_pool_sizes(settings, serving=True)}
+        return {"isolation_level": "AUTOCOMMIT", **_pool_sizes(settings, serving=serving)}
     return _pool_sizes(settings, serving=serving)
 
 
@@ -125,8 +125,9 @@ def create_engine_for(
     serving: bool = False,
     **overrides: Any,
 ) -> Engine:
-    """A sync engine for `purpose`; `serving`: it serves requests (API engines always do);
-    `overrides` go to SQLAlchemy (e.g. a test's pool size)."""
+    """A sync engine for `purpose`; `serving`: its connections serve requests, each held for
+    a round trip or three (no overflow); `overrides` go to SQLAlchemy (e.g. a test's pool
+    size)."""
     s = settings or get_settings()
     options = {
         **_pool_options(purpose, s, serving=serving),

@@ -146,7 +146,7 @@ class Settings(BaseSettings):
 
     db_pool_size: PositiveInt = 5
     db_max_overflow: Annotated[int, Field(ge=0)] = 10
-    # Engines that serve requests (user/anon sessions): queue for a pooled connection.
+    # The async user/anon engines request handlers use: a request queues for a connection.
     db_api_max_overflow: Annotated[int, Field(ge=0)] = 0
     db_pool_timeout: Annotated[float, Field(gt=0)] = 30.0
     db_pool_recycle: PositiveInt = 1800

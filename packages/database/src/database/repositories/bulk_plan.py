@@ -267,8 +267,8 @@ def _merge_sql(plan: CopyPlan, stage: str, on_conflict: str) -> sql.Composed:
     # A partitioned table cannot return xmax from this INSERT. When the id is made here (a fresh
     # UUIDv7 per staged row, never part of the key), a row is new exactly when it comes back with
     # the id it was staged with: an update keeps the stored row's id. That also holds for a key a
-    # concurrent writer committed after this statement's snapshot. One hash join of the returned
-    # ids with the stage, no second probe of the partitions.
+    # concurrent writer committed after this statement's snapshot. One join (hash or merge) of
+    # the returned ids with the stage, no second probe of the partitions.
     if "id" in dict(plan.generated) and "id" not in plan.key:
         return sql.SQL(
             "with merged as (insert into {target} as t ({cols}) select {cols} from {stage}"
