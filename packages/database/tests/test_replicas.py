@@ -257,10 +257,8 @@ async def test_a_user_not_replayed_yet_is_read_on_the_primary(
                             on_standby,
                         )
                         for _ in range(2):
-                            read_only = sync.connection().exec_driver_sql(
-                                "show transaction_read_only"
-                            )
-                            assert read_only.scalar_one() == "on"
+                            mode = sync.connection().exec_driver_sql("show transaction_read_only")
+                            assert mode.scalar_one() == "on"
                             sync.commit()
                     async with db.async_read_user_session(claims=claims, verify_user=True) as s:
                         row = (await _run(s, where)).one()
