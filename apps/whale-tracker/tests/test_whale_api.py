@@ -23,6 +23,7 @@ from database.repositories import WhaleTransactionRepository
 from database.schema.whales import WhaleTransactionPublic, WhaleTransactionsPublic
 from database.sessions import Database
 from database.settings import load_settings
+from database_tools.locks import wait_for_lock_waiter
 from database_tools.loopback import serve
 from service_kit.pages import page_response, row_response
 from service_kit.sessions import Caller
@@ -288,14 +289,7 @@ def test_a_request_that_finds_no_pooled_connection_in_time_is_503_busy(
 
         holder = threading.Thread(target=first)
         holder.start()
-        waiting = text(
-            "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
-            " and datname = current_database()"
-        )
-        with database.engine.connect() as probe:
-            while not probe.execute(waiting).scalar_one():
-                time.sleep(0.02)
-                probe.rollback()
+        wait_for_lock_waiter(database.engine)  # the first request, holding the one connection
         second = httpx.get(f"{base}/whale-transactions", timeout=30)
         locker.rollback()
         holder.join()

@@ -37,6 +37,7 @@ from database.schema import (
 )
 from database.sessions import Database
 from database_tools.factories import OhlcvFactory, WhaleTransactionFactory
+from database_tools.locks import wait_for_lock_waiter
 
 
 @pytest.fixture(autouse=True)
@@ -197,7 +198,7 @@ def test_a_deadlock_from_outside_is_retried_and_the_chunk_counted_once(
 
         thread = threading.Thread(target=upsert)
         thread.start()
-        _wait_for_lock_waiter(other)
+        wait_for_lock_waiter(other.engine)
         other.execute(_touch, {"h": first["hash"]})  # blocks until the writer gives way
         other.commit()
         thread.join()
@@ -247,7 +248,7 @@ def test_a_partitioned_merge_counts_a_key_committed_while_it_waited_as_updated(
 
         thread = threading.Thread(target=upsert)
         thread.start()
-        _wait_for_lock_waiter(other)  # the merge waits on the middle key
+        wait_for_lock_waiter(other.engine)  # the merge waits on the middle key
         other.commit()
         thread.join()
     (result,) = outcome
@@ -278,17 +279,6 @@ def test_both_partitioned_merges_count_inserts_updates_and_unchanged_rows(
     assert counts == (2, 2)  # inserted, updated; the other two unchanged
     assert _scalar(database, "select count(*) from ohlcv") == 6
     assert _scalar(database, "select count(*) from ohlcv where close = 2995 or volume = 0") == 2
-
-
-def _wait_for_lock_waiter(connection: Connection) -> None:
-    waiting = sa.text(
-        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
-        " and datname = current_database() and pid <> pg_backend_pid()"
-    )
-    with connection.engine.connect() as probe:
-        while not probe.execute(waiting).scalar_one():
-            time.sleep(0.05)
-            probe.rollback()
 
 
 # -- refused rows ------------------------------------------------------------------------------
