@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import operator
 import os
 import statistics
@@ -35,6 +34,7 @@ from sqlalchemy.engine import URL
 from bench.database import WHALE_COLUMNS, raw_copy, truncate, whale_rows, whale_tuples
 from bench.harness import connect, fresh_database
 from bench.load import cpu_seconds
+from bench.whale_tracker import jsonl_feed
 from database.repositories import BulkWriter
 from database.repositories.bulk_copy import Formatter
 from database.repositories.bulk_plan import Statements, copy_plan
@@ -42,9 +42,8 @@ from database.repositories.rows import RowValidator
 from database.schema import Chain, WhaleTransaction, WhaleTransactionCreate
 from database.sessions import Database
 from database.settings import load_settings
-from whale_tracker.ingest.generate import write
 from whale_tracker.ingest.pipeline import IngestOptions, ingest
-from whale_tracker.ingest.scoring import UsdPrice, scorer, usd, whale_score
+from whale_tracker.ingest.scoring import UsdPrice, scorer
 from whale_tracker.ingest.sources import Format, records
 
 PRICE = Decimal(3000)
@@ -90,7 +89,27 @@ def per_row(fn: Callable[[], Any], n: int, runs: int = 3) -> tuple[float, Any]:
     return best / n * 1e6, value
 
 
-def split(title: str, n: int, runs: dict[str, list[tuple[float, float, float, float]]]) -> None:
+Runs = dict[str, list[tuple[float, float, float, float]]]
+
+
+def against_raw_copy(
+    url: URL, tuples: list[tuple[Any, ...]], name: str, run: Callable[[], object], repeat: int
+) -> Runs:
+    """`run` and a raw COPY of `tuples` into an empty whale_transactions, alternating, each
+    metered `repeat` times."""
+    meter = Meter(url)
+    runs: Runs = {"raw COPY": [], name: []}
+    for _ in range(repeat):
+        truncate(url, "whale_transactions")
+        runs["raw COPY"].append(
+            meter(lambda: raw_copy(url, "whale_transactions", WHALE_COLUMNS, tuples))
+        )
+        truncate(url, "whale_transactions")
+        runs[name].append(meter(run))
+    return runs
+
+
+def split(title: str, n: int, runs: Runs) -> None:
     print(f"\n{title}: {n:,} rows, medians of {len(next(iter(runs.values())))} alternating runs")
     print(f"  {'':<34} {'wall s':>8} {'rows/s':>9} {'client CPU s':>22} {'server CPU s':>13}")
     walls = {}
@@ -142,15 +161,9 @@ def profile_dicts(url: URL, n: int, repeat: int) -> None:
     dicts = [r.model_dump() for r in rows]
     db = Database(settings=load_settings(), url=url)
     writer = BulkWriter(db)
-    meter = Meter(url)
-    runs: dict[str, list[tuple[float, float, float, float]]] = {"raw COPY": [], "package": []}
-    for _ in range(repeat):
-        truncate(url, "whale_transactions")
-        runs["raw COPY"].append(
-            meter(lambda: raw_copy(url, "whale_transactions", WHALE_COLUMNS, tuples))
-        )
-        truncate(url, "whale_transactions")
-        runs["package"].append(meter(lambda: writer.upsert(WhaleTransaction, rows=dicts)))
+    runs = against_raw_copy(
+        url, tuples, "package", lambda: writer.upsert(WhaleTransaction, rows=dicts), repeat
+    )
     split("package upsert from raw dicts, empty table", n, runs)
 
     plan = copy_plan(WhaleTransaction, None, {})
@@ -191,28 +204,13 @@ def profile_dicts(url: URL, n: int, repeat: int) -> None:
 
 
 def profile_ingest(url: URL, n: int, repeat: int, workdir: Path) -> None:
-    feed = workdir / "feed.jsonl"
-    with feed.open("w") as out:
-        write(out, Format.JSONL, n, seed=5)
-    models = []
-    for _, line in records(str(feed), Format.JSONL):
-        assert isinstance(line, bytes)
-        fields = json.loads(line)
-        value = Decimal(fields["value_eth"])
-        fields.update(whale_score=whale_score(value), value_usd=usd(value, PRICE))
-        models.append(WhaleTransactionCreate.model_validate(fields))
+    feed, models = jsonl_feed(workdir, n, price=PRICE)
     tuples = whale_tuples(models)
     db = Database(settings=load_settings(), url=url)
     options = IngestOptions(eth_usd=PRICE, rejects=None)
-    meter = Meter(url)
-    runs: dict[str, list[tuple[float, float, float, float]]] = {"raw COPY": [], "ingest": []}
-    for _ in range(repeat):
-        truncate(url, "whale_transactions")
-        runs["raw COPY"].append(
-            meter(lambda: raw_copy(url, "whale_transactions", WHALE_COLUMNS, tuples))
-        )
-        truncate(url, "whale_transactions")
-        runs["ingest"].append(meter(lambda: ingest([str(feed)], database=db, options=options)))
+    runs = against_raw_copy(
+        url, tuples, "ingest", lambda: ingest([str(feed)], database=db, options=options), repeat
+    )
     split("whale-tracker ingest of a JSONL file", n, runs)
 
     read_us, lines = per_row(lambda: [p for _, p in records(str(feed), Format.JSONL)], n)

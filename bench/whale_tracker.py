@@ -41,15 +41,18 @@ from whale_tracker.ingest.sources import Format, records
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ingest_file(report: Report, url: URL, n: int, workdir: Path, repeat: int = 1) -> None:
-    """File -> validated -> committed, against a raw COPY of the same rows already formatted
-    (the rows the ingest writes, score and USD value included), alternating in one run."""
-    g = f"ingest {n // 1000}k"
+#: The ETH price the ingest benchmarks value transfers at.
+INGEST_PRICE = Decimal(3000)
+
+
+def jsonl_feed(
+    workdir: Path, n: int, *, price: Decimal
+) -> tuple[Path, list[WhaleTransactionCreate]]:
+    """A JSONL feed of `n` transfers in `workdir`, and the rows its ingest writes (score and USD
+    value at `price` included): what a raw COPY of the same rows is given."""
     feed = workdir / "feed.jsonl"
     with feed.open("w") as out:
         write(out, Format.JSONL, n, seed=5)
-    price = Decimal(3000)
-    options = IngestOptions(eth_usd=price, rejects=None)
     models = []
     for _, line in records(str(feed), Format.JSONL):
         assert isinstance(line, bytes)
@@ -57,6 +60,15 @@ def ingest_file(report: Report, url: URL, n: int, workdir: Path, repeat: int = 1
         value = Decimal(fields["value_eth"])
         fields.update(whale_score=whale_score(value), value_usd=usd(value, price))
         models.append(WhaleTransactionCreate.model_validate(fields))
+    return feed, models
+
+
+def ingest_file(report: Report, url: URL, n: int, workdir: Path, repeat: int = 1) -> None:
+    """File -> validated -> committed, against a raw COPY of the same rows already formatted
+    (the rows the ingest writes, score and USD value included), alternating in one run."""
+    g = f"ingest {n // 1000}k"
+    feed, models = jsonl_feed(workdir, n, price=INGEST_PRICE)
+    options = IngestOptions(eth_usd=INGEST_PRICE, rejects=None)
     tuples = whale_tuples(models)
     db = Database(settings=load_settings(), url=url)
 

@@ -94,31 +94,39 @@ def test_concurrent_upserts_over_overlapping_keys_finish_with_the_right_rows(
         for r in mine[:300]:
             r["value_usd"] = Decimal(seed)
         batches.append(mine)
-    results: list[UpsertResult] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(batches))
-
-    def write(batch: list[dict[str, Any]]) -> None:
-        start.wait()
-        try:
-            results.append(
-                BulkWriter(database, chunk_size=700).upsert(WhaleTransaction, rows=batch)
-            )
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    results = _race(database, batches, chunk_size=700)
     union = {r["hash"] for b in batches for r in b}
     assert _scalar(database, "select count(*) from whale_transactions") == len(union)
     assert _scalar(database, "select count(distinct hash) from whale_transactions") == len(union)
     assert sum(r.inserted for r in results) == len(union)  # each key inserted exactly once
-    for result, batch in zip(sorted(results, key=lambda r: r.rows), batches, strict=True):
+    for result, batch in zip(results, batches, strict=True):
         assert result.rows == len(batch) and _adds_up(result)
+
+
+def _race(
+    database: Database, batches: list[list[dict[str, Any]]], *, chunk_size: int
+) -> list[UpsertResult]:
+    """Upsert each batch on its own thread, all released at once; the results in batch order.
+    Fails if any writer raised."""
+    results: list[UpsertResult | BaseException | None] = [None] * len(batches)
+    start = threading.Barrier(len(batches))
+
+    def write(i: int) -> None:
+        start.wait()
+        try:
+            writer = BulkWriter(database, chunk_size=chunk_size)
+            results[i] = writer.upsert(WhaleTransaction, rows=batches[i])
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [r for r in results if isinstance(r, UpsertResult)]
+    assert len(done) == len(batches), results
+    return done
 
 
 def test_keys_the_probe_misses_fall_back_to_the_merge_and_are_not_rewritten(
@@ -149,25 +157,7 @@ def test_writers_racing_over_the_same_new_keys_insert_each_once(database: Databa
     """Both start on the direct COPY into an empty table; the loser waits on the winner's keys,
     meets their unique violation and merges them as unchanged: no error, no duplicate."""
     batch = rows(3000)
-    results: list[UpsertResult] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(2)
-
-    def write(mine: list[dict[str, Any]]) -> None:
-        start.wait()
-        try:
-            results.append(
-                BulkWriter(database, chunk_size=1000).upsert(WhaleTransaction, rows=mine)
-            )
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(list(batch),)) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    results = _race(database, [list(batch), list(batch)], chunk_size=1000)
     assert sum(r.inserted for r in results) == 3000
     assert sum(r.unchanged for r in results) == 3000 and all(r.updated == 0 for r in results)
     assert _scalar(database, "select count(distinct hash) from whale_transactions") == 3000

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -58,14 +59,22 @@ async def caller_session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> AsyncIterator[AsyncSession]:
     """A session in the caller's role: anon without a token, the user's claims with one."""
+    async with await _session_of_caller(request, authorization, read=False) as session:
+        yield session
+
+
+async def _session_of_caller(
+    request: Request, authorization: str | None, *, read: bool
+) -> AbstractAsyncContextManager[AsyncSession]:
+    """The caller's session, not yet open: anon or the verified user, on the primary or (`read`)
+    a read replica."""
     database: Database = request.app.state.database
     claims = await _caller_claims(request, authorization)
     if claims is None:
-        opened = database.async_anon_session()
-    else:
-        opened = database.async_user_session(claims=claims, verify_user=True)
-    async with opened as session:
-        yield session
+        return database.async_read_anon_session() if read else database.async_anon_session()
+    if read:
+        return database.async_read_user_session(claims=claims, verify_user=True)
+    return database.async_user_session(claims=claims, verify_user=True)
 
 
 @dataclass(frozen=True)
@@ -119,13 +128,7 @@ async def read_caller_session(
     """`caller_session`, on a read replica (DATABASE_READ_URL; unset: the primary), read-only.
     For listings a caller can accept slightly behind the primary; a read that must see a write
     just made (by this caller or one it was told about) takes CallerSession."""
-    database: Database = request.app.state.database
-    claims = await _caller_claims(request, authorization)
-    if claims is None:
-        opened = database.async_read_anon_session()
-    else:
-        opened = database.async_read_user_session(claims=claims, verify_user=True)
-    async with opened as session:
+    async with await _session_of_caller(request, authorization, read=True) as session:
         yield session
 
 
